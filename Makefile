@@ -1,0 +1,33 @@
+# Two set-up commands work on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export BRIDGE_HOME ?= $(HOME)/.cache/bridge
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install test lint demo bench bench-gpu clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+lint: install
+	$(PY) -m ruff check bridge tests bench
+	$(PY) -m ruff format --check bridge tests bench
+
+test: install lint
+	$(PY) -m pytest -q -ra
+
+demo: install
+	$(PY) -m bridge.demo
+
+bench: install
+	$(PY) bench/cpu_service.py --out bench/results/cpu_service.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,234 @@
+"""The dynamic batcher: merges many callers' sequences into token-budget batches.
+
+Callers (any thread or event loop) ``submit`` already-tokenized sequences and get a
+future; one worker thread drives the model. It takes a window of queued sequences,
+sorts them by length, cuts batches whose padded size fits ``max_batch_tokens``, and
+hands each caller its rows back in its own order. The queue is bounded in tokens:
+a submit that does not fit is refused at once with ``Overloaded``, never left hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+ForwardFn = Callable[[list[list[int]]], np.ndarray]
+BatchObserver = Callable[[int, int, int, float], None]  # items, padded, real tokens, seconds
+
+
+class Overloaded(RuntimeError):
+    """The queue is full; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TooLarge(RuntimeError):
+    """A request that can never fit (the queue, or the device's memory)."""
+
+
+class ShuttingDown(RuntimeError):
+    """The batcher is stopping and takes no new work."""
+
+
+@dataclass
+class _Request:
+    future: Future
+    rows: list[np.ndarray | None]
+    remaining: int
+    failed: bool = False
+
+
+@dataclass
+class _Item:
+    length: int
+    seq: list[int] = field(compare=False)
+    request: _Request = field(compare=False)
+    index: int = field(compare=False)
+
+
+def padded_tokens(lengths: list[int]) -> int:
+    return max(lengths) * len(lengths) if lengths else 0
+
+
+def plan_batches(items: list[_Item], max_batch_tokens: int) -> list[list[_Item]]:
+    """Sort by length and cut into batches whose padded size fits the budget.
+
+    A single sequence longer than the budget still forms a batch of its own.
+    """
+    batches: list[list[_Item]] = []
+    current: list[_Item] = []
+    for item in sorted(items, key=lambda it: it.length, reverse=True):
+        # Sorted longest first, so the first item of a batch sets its width.
+        width = current[0].length if current else item.length
+        if current and width * (len(current) + 1) > max_batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(item)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Batcher:
+    """Owns the worker thread that calls ``forward``; thread-safe ``submit``."""
+
+    def __init__(
+        self,
+        forward: ForwardFn,
+        max_batch_tokens: int = 16384,
+        max_queue_tokens: int | None = None,
+        window_tokens: int | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._forward = forward
+        self.max_batch_tokens = max_batch_tokens
+        self.max_queue_tokens = max_queue_tokens or 16 * max_batch_tokens
+        self.window_tokens = window_tokens or 2 * max_batch_tokens
+        self.observer = observer
+        self._queue: deque[_Item] = deque()
+        self._queued_tokens = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._tokens_per_second = 0.0
+        self._thread = threading.Thread(target=self._run, name="bridge-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued_items(self) -> int:
+        return len(self._queue)
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    def submit(self, seqs: list[list[int]]) -> Future:
+        """Queue the sequences of one request; the future yields an (n, native_dim) array."""
+        future: Future = Future()
+        if not seqs:
+            future.set_result(np.zeros((0, 0), dtype=np.float32))
+            return future
+        tokens = sum(len(s) for s in seqs)
+        if tokens > self.max_queue_tokens:
+            raise TooLarge(
+                f"request has {tokens} tokens, more than the queue holds "
+                f"({self.max_queue_tokens}); split it into smaller requests"
+            )
+        request = _Request(future, [None] * len(seqs), len(seqs))
+        with self._cond:
+            if self._stopping:
+                raise ShuttingDown("the embedding service is shutting down")
+            if self._queued_tokens + tokens > self.max_queue_tokens:
+                raise Overloaded(
+                    f"the queue is full ({self._queued_tokens} tokens waiting)",
+                    retry_after=self._retry_after(),
+                )
+            for i, seq in enumerate(seqs):
+                self._queue.append(_Item(len(seq), seq, request, i))
+            self._queued_tokens += tokens
+            self._cond.notify()
+        return future
+
+    def _retry_after(self) -> float:
+        rate = self._tokens_per_second or 1000.0
+        return max(1.0, round(self._queued_tokens / rate, 1))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop taking work, finish what is queued, and join the worker."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _take_window(self) -> list[_Item] | None:
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            window: list[_Item] = []
+            taken = 0
+            while self._queue and (not window or taken + self._queue[0].length <= self.window_tokens):
+                item = self._queue.popleft()
+                window.append(item)
+                taken += item.length
+            self._queued_tokens -= taken
+            return window
+
+    def _run(self) -> None:
+        while True:
+            window = self._take_window()
+            if window is None:
+                return
+            for batch in plan_batches(window, self.max_batch_tokens):
+                self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        live = [it for it in batch if not it.request.failed]
+        if not live:
+            return
+        started = time.perf_counter()
+        try:
+            rows = self._forward([it.seq for it in live])
+        except torch.OutOfMemoryError:
+            self._after_oom(live)
+            return
+        except Exception as exc:  # a model failure must reach the callers, not kill the thread
+            log.exception("forward pass failed")
+            for it in live:
+                self._fail(it.request, exc)
+            return
+        seconds = time.perf_counter() - started
+        real = sum(it.length for it in live)
+        if seconds > 0:
+            rate = real / seconds
+            self._tokens_per_second = 0.8 * self._tokens_per_second + 0.2 * rate
+        if self.observer:
+            self.observer(len(live), padded_tokens([it.length for it in live]), real, seconds)
+        for it, row in zip(live, rows, strict=True):
+            self._deliver(it, row)
+
+    def _after_oom(self, batch: list[_Item]) -> None:
+        """Out of device memory: split the batch; a single sequence that still fails is refused."""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(batch) == 1:
+            self._fail(
+                batch[0].request,
+                TooLarge(
+                    f"an input of {batch[0].length} tokens does not fit in device memory; "
+                    "lower --max-input-tokens or send shorter texts"
+                ),
+            )
+            return
+        log.warning("out of device memory on a batch of %d; splitting", len(batch))
+        half = len(batch) // 2
+        self._run_batch(batch[:half])
+        self._run_batch(batch[half:])
+
+    @staticmethod
+    def _deliver(item: _Item, row: np.ndarray) -> None:
+        request = item.request
+        if request.failed:
+            return
+        request.rows[item.index] = row
+        request.remaining -= 1
+        if request.remaining == 0:
+            request.future.set_result(np.stack(request.rows))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _fail(request: _Request, exc: BaseException) -> None:
+        if not request.failed:
+            request.failed = True
+            request.future.set_exception(exc)

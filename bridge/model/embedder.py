@@ -1,0 +1,122 @@
+"""Loading a model and running one forward pass over a batch of token sequences."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from bridge.model.profile import ModelProfile
+
+log = logging.getLogger(__name__)
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used."""
+
+
+def pick_device(device: str) -> torch.device:
+    """Resolve ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` to a usable torch device."""
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise DeviceError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r} asked for, but CUDA is not available here")
+        index = dev.index or 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+        return torch.device("cuda", index)
+    if dev.type != "cpu":
+        raise DeviceError(f"device type {dev.type!r} is not supported: use cpu or cuda")
+    return dev
+
+
+def pick_dtype(device: torch.device, dtype: str) -> torch.dtype:
+    """bf16 on CUDA and float32 on CPU unless told (fp16 can overflow on Qwen3)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise DeviceError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    return table[dtype]
+
+
+@dataclass
+class Embedder:
+    """A loaded model: ``forward`` maps token sequences to pooled float32 vectors."""
+
+    profile: ModelProfile
+    tokenizer: PreTrainedTokenizerBase
+    model: torch.nn.Module
+    device: torch.device
+    dtype: torch.dtype
+
+    @classmethod
+    def load(cls, profile: ModelProfile, device: str = "auto", dtype: str = "auto") -> Embedder:
+        dev = pick_device(device)
+        torch_dtype = pick_dtype(dev, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(profile.path)
+        tokenizer.padding_side = profile.padding_side
+        model = AutoModel.from_pretrained(
+            profile.path, dtype=torch_dtype, attn_implementation="sdpa"
+        )
+        model.to(dev).eval()
+        log.info("loaded %s (%s) on %s as %s", profile.name, profile.kind, dev, torch_dtype)
+        return cls(profile, tokenizer, model, dev, torch_dtype)
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else 0
+
+    @torch.inference_mode()
+    def forward(self, batch: list[list[int]]) -> np.ndarray:
+        """Pooled, not yet normalised, float32 vectors, one row per sequence, in order."""
+        lengths = torch.tensor([len(s) for s in batch])
+        width = int(lengths.max())
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        left = self.profile.padding_side == "left"
+        for row, seq in enumerate(batch):
+            start = width - len(seq) if left else 0
+            ids[row, start : start + len(seq)] = torch.tensor(seq)
+            mask[row, start : start + len(seq)] = 1
+        ids = ids.to(self.device, non_blocking=True)
+        mask = mask.to(self.device, non_blocking=True)
+        kwargs = {}
+        if self.profile.kind == "qwen3":
+            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = self.model(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
+        pooled = self._pool(hidden, mask, left)
+        return pooled.float().cpu().numpy()
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor, left: bool) -> torch.Tensor:
+        pooling = self.profile.pooling
+        if pooling == "lasttoken":
+            if left:
+                return hidden[:, -1].float()
+            last = mask.sum(-1) - 1
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+        if pooling == "cls":
+            return hidden[:, 0].float()
+        weights = mask.unsqueeze(-1).to(torch.float32)
+        summed = (hidden.float() * weights).sum(1)
+        return summed / weights.sum(1).clamp(min=1e-9)
+
+
+def finish_vectors(pooled: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
+    """MRL: keep the first ``dim`` values, then L2-normalise in float32 (if the model does)."""
+    out = np.ascontiguousarray(pooled[..., :dim], dtype=np.float32)
+    if normalize:
+        norms = np.linalg.norm(out, axis=-1, keepdims=True)
+        out /= np.maximum(norms, 1e-12)
+    return out

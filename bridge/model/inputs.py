@@ -1,0 +1,113 @@
+"""Turning texts (or token ids) into the token sequences a model expects.
+
+Applies the profile's rules: the Qwen3 query instruction, the end token on every input,
+and truncation that keeps the instruction and the end token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from transformers import PreTrainedTokenizerBase
+
+from bridge.model.profile import ModelProfile
+
+InputType = Literal["query", "document"]
+
+
+class InputError(ValueError):
+    """A client input that cannot be embedded; ``param`` names the offending field."""
+
+    def __init__(self, message: str, param: str = "input", code: str = "invalid_input") -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+def _special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
+    """How many special tokens the tokenizer puts before and after a single text."""
+    plain = tokenizer("hello world", add_special_tokens=False)["input_ids"]
+    full = tokenizer("hello world", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return start, len(full) - len(plain) - start
+    return 0, 0
+
+
+class InputPreparer:
+    """Tokenizes client inputs for one model; thread-safe (fast tokenizers are)."""
+
+    def __init__(
+        self,
+        profile: ModelProfile,
+        tokenizer: PreTrainedTokenizerBase,
+        max_input_tokens: int,
+    ) -> None:
+        self.profile = profile
+        self.tokenizer = tokenizer
+        self.max_input_tokens = max_input_tokens
+        self.vocab_size = len(tokenizer)
+        _, suffix = _special_affixes(tokenizer)
+        end = profile.end_token_id
+        probe = tokenizer("hello world", add_special_tokens=True)["input_ids"]
+        self._append_end = end is not None and (not probe or probe[-1] != end)
+        # Tokens at the end that truncation must keep.
+        self._keep_tail = 1 if self._append_end else suffix
+
+    def query_text(self, text: str, instruction: str | None) -> str:
+        template = self.profile.query_template
+        if template is None:
+            return text
+        task = instruction if instruction is not None else self.profile.default_task
+        return template.format(task=task, text=text)
+
+    def texts(
+        self,
+        texts: Sequence[str],
+        input_type: InputType = "document",
+        instruction: str | None = None,
+        truncate: bool = True,
+    ) -> list[list[int]]:
+        """Token ids for each text, ready for the model."""
+        for i, text in enumerate(texts):
+            if not text or not text.strip():
+                raise InputError(f"input[{i}] is an empty string", code="empty_input")
+        if input_type == "query":
+            texts = [self.query_text(t, instruction) for t in texts]
+        encoded = self.tokenizer(
+            list(texts), add_special_tokens=True, truncation=False, verbose=False
+        )["input_ids"]
+        return [self._finish(ids, i, truncate) for i, ids in enumerate(encoded)]
+
+    def token_ids(self, id_lists: Sequence[Sequence[int]], truncate: bool = True) -> list[list[int]]:
+        """Validate client-supplied token ids (the model's own vocabulary) and finish them."""
+        out = []
+        for i, ids in enumerate(id_lists):
+            if not ids:
+                raise InputError(f"input[{i}] is an empty token list", code="empty_input")
+            bad = next((t for t in ids if t < 0 or t >= self.vocab_size), None)
+            if bad is not None:
+                raise InputError(
+                    f"input[{i}] has token id {bad}, outside this model's vocabulary "
+                    f"(0..{self.vocab_size - 1}); token-id inputs must be this model's own ids, "
+                    "not tiktoken ids",
+                    code="invalid_token_id",
+                )
+            out.append(self._finish(list(ids), i, truncate))
+        return out
+
+    def _finish(self, ids: list[int], index: int, truncate: bool) -> list[int]:
+        if self._append_end and (not ids or ids[-1] != self.profile.end_token_id):
+            ids.append(self.profile.end_token_id)  # type: ignore[arg-type]
+        limit = self.max_input_tokens
+        if len(ids) <= limit:
+            return ids
+        if not truncate:
+            raise InputError(
+                f"input[{index}] has {len(ids)} tokens, more than the limit of {limit}; "
+                "send truncate=true to cut it",
+                code="input_too_long",
+            )
+        tail = self._keep_tail
+        return ids[: limit - tail] + (ids[-tail:] if tail else [])

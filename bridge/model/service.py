@@ -1,0 +1,158 @@
+"""The embedding service: a loaded model, its input rules and its batcher, behind one call.
+
+Knows nothing of HTTP; the server (and in-process users) call ``EmbeddingService.embed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from bridge.model.batcher import Batcher, BatchObserver
+from bridge.model.embedder import Embedder, finish_vectors
+from bridge.model.inputs import InputError, InputPreparer, InputType
+from bridge.model.profile import ModelProfile, load_profile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    model: str = "minilm"
+    device: str = "auto"
+    dtype: str = "auto"
+    max_batch_tokens: int = 16384
+    max_input_tokens: int = 8192
+    max_queue_tokens: int | None = None
+    allow_truncation: bool = False
+    tokenizer_threads: int = 2
+    revision: str | None = None
+
+
+@dataclass
+class EmbedResult:
+    vectors: np.ndarray  # (n, dim) float32
+    prompt_tokens: int
+
+
+class EmbeddingService:
+    """Embeds texts or token-id lists with the batcher; safe to share across requests."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        options: ServiceOptions,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.options = options
+        self.profile: ModelProfile = embedder.profile
+        self.max_input_tokens = min(options.max_input_tokens, self.profile.model_max_tokens)
+        if options.max_input_tokens > self.profile.model_max_tokens:
+            log.warning(
+                "--max-input-tokens %d is above the model's limit; using %d",
+                options.max_input_tokens,
+                self.profile.model_max_tokens,
+            )
+        self.preparer = InputPreparer(self.profile, embedder.tokenizer, self.max_input_tokens)
+        self.batcher = Batcher(
+            embedder.forward,
+            max_batch_tokens=options.max_batch_tokens,
+            max_queue_tokens=options.max_queue_tokens,
+            observer=observer,
+        )
+        self._tokenizer_pool = ThreadPoolExecutor(
+            max_workers=options.tokenizer_threads, thread_name_prefix="bridge-tokenize"
+        )
+        self.ready = False
+
+    @classmethod
+    def from_options(
+        cls, options: ServiceOptions, observer: BatchObserver | None = None
+    ) -> EmbeddingService:
+        profile = load_profile(options.model, options.revision)
+        embedder = Embedder.load(profile, options.device, options.dtype)
+        return cls(embedder, options, observer)
+
+    @property
+    def dim_range(self) -> tuple[int, int]:
+        return self.profile.allowed_dims(self.options.allow_truncation)
+
+    def check_dimensions(self, dimensions: int | None) -> int:
+        """The output dimension for a request; raises ``InputError`` when out of range."""
+        low, high = self.dim_range
+        if dimensions is None:
+            return high
+        if not low <= dimensions <= high:
+            hint = ""
+            if low == high and not self.profile.trained_for_truncation:
+                hint = (
+                    " (this model is not trained for truncation; start the server with "
+                    "--allow-truncation to permit smaller dimensions)"
+                )
+            raise InputError(
+                f"dimensions must be between {low} and {high} for {self.profile.name}, "
+                f"got {dimensions}{hint}",
+                param="dimensions",
+                code="invalid_dimensions",
+            )
+        return dimensions
+
+    def prepare(
+        self,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        input_type: InputType = "document",
+        instruction: str | None = None,
+        truncate: bool = True,
+    ) -> list[list[int]]:
+        """Tokenize (text) or validate (token ids) one request's inputs."""
+        if inputs and not isinstance(inputs[0], str):
+            return self.preparer.token_ids(inputs, truncate)  # type: ignore[arg-type]
+        return self.preparer.texts(inputs, input_type, instruction, truncate)  # type: ignore[arg-type]
+
+    async def embed(
+        self,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        dimensions: int | None = None,
+        input_type: InputType = "document",
+        instruction: str | None = None,
+        truncate: bool = True,
+        normalize: bool = True,
+    ) -> EmbedResult:
+        """Embed one request's inputs; ``normalize=False`` skips the model's L2 norm."""
+        dim = self.check_dimensions(dimensions)
+        loop = asyncio.get_running_loop()
+        seqs = await loop.run_in_executor(
+            self._tokenizer_pool, self.prepare, inputs, input_type, instruction, truncate
+        )
+        pooled = await asyncio.wrap_future(self.batcher.submit(seqs))
+        vectors = finish_vectors(pooled, dim, self.profile.normalize and normalize)
+        return EmbedResult(vectors, sum(len(s) for s in seqs))
+
+    def embed_sync(
+        self,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        dimensions: int | None = None,
+        input_type: InputType = "document",
+        instruction: str | None = None,
+        truncate: bool = True,
+    ) -> EmbedResult:
+        """Blocking variant for scripts and benchmarks (not for use inside an event loop)."""
+        dim = self.check_dimensions(dimensions)
+        seqs = self.prepare(inputs, input_type, instruction, truncate)
+        pooled = self.batcher.submit(seqs).result()
+        return EmbedResult(finish_vectors(pooled, dim, self.profile.normalize), sum(map(len, seqs)))
+
+    def warm_up(self) -> None:
+        """One real forward pass; sets ``ready`` when it succeeds."""
+        self.embed_sync(["warm-up"])
+        self.ready = True
+
+    def close(self) -> None:
+        self.batcher.close()
+        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,282 @@
+"""The FastAPI application: every route, limit and error code in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import orjson
+from fastapi import Depends, FastAPI, Header
+from fastapi.responses import Response
+
+from bridge.model.batcher import Overloaded, ShuttingDown, TooLarge
+from bridge.model.inputs import InputError, InputType
+from bridge.model.service import EmbeddingService, EmbedResult
+from bridge.server.auth import KeyStore
+from bridge.server.errors import APIError, error_response, install_error_handlers
+from bridge.server.metrics import CONTENT_TYPE, Metrics
+from bridge.server.schemas import (
+    EmbeddingRequest,
+    ModelCard,
+    ModelList,
+    TEIEmbedRequest,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerSettings:
+    api_keys: list[str] = field(default_factory=list)
+    api_key_file: str | None = None
+    max_inputs_per_request: int = 2048
+    max_request_bytes: int = 16 * 1024 * 1024
+    served_model_name: str | None = None
+
+
+def _json(payload: object, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class LimitsAndMetrics:
+    """ASGI middleware: refuses bodies over the size limit (413) and records metrics."""
+
+    def __init__(self, app, max_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_box = {"status": 500, "sent": False}
+        limit = self.max_bytes
+
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._too_large(scope, receive, send, status_box)
+            self._record(scope, status_box["status"], started)
+            return
+
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def recording_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status_box["status"] = message["status"]
+                status_box["sent"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, recording_send)
+        except _BodyTooLarge:
+            if status_box["sent"]:
+                raise
+            await self._too_large(scope, receive, send, status_box)
+        self._record(scope, status_box["status"], started)
+
+    async def _too_large(self, scope, receive, send, status_box) -> None:
+        response = error_response(
+            413,
+            f"request body is larger than the limit of {self.max_bytes} bytes",
+            None,
+            "request_too_large",
+        )
+        status_box["status"] = 413
+        await response(scope, receive, send)
+
+    def _record(self, scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        name = getattr(route, "path", None) or "other"
+        self.metrics.requests.labels(name, str(status)).inc()
+        self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+
+def _as_inputs(value: object, max_inputs: int) -> Sequence[str] | Sequence[Sequence[int]]:
+    """Normalise the four accepted input shapes to a list of texts or of token lists."""
+    if isinstance(value, str):
+        items: list = [value]
+    elif value and isinstance(value[0], int):  # type: ignore[index]
+        items = [value]
+    else:
+        items = list(value)  # type: ignore[arg-type]
+    if not items:
+        raise APIError(400, "input must not be empty", param="input", code="empty_input")
+    if len(items) > max_inputs:
+        raise APIError(
+            413,
+            f"{len(items)} inputs in one request; the limit is {max_inputs}",
+            param="input",
+            code="too_many_inputs",
+        )
+    return items
+
+
+def create_app(service: EmbeddingService, settings: ServerSettings | None = None) -> FastAPI:
+    """Build the app around an already-loaded service (warm-up runs in the background)."""
+    settings = settings or ServerSettings()
+    keys = KeyStore(settings.api_keys, settings.api_key_file)
+    metrics = Metrics()
+    batcher = service.batcher
+    metrics.track_queue(lambda: batcher.queued_items, lambda: batcher.queued_tokens)
+    if service.embedder.device.type == "cuda":
+        import torch
+
+        dev = service.embedder.device
+        metrics.track_gpu(
+            lambda: torch.cuda.memory_allocated(dev), lambda: torch.cuda.memory_reserved(dev)
+        )
+    batcher.observer = metrics.observe_batch
+    model_name = settings.served_model_name or service.profile.name
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        def warm() -> None:
+            try:
+                service.warm_up()
+                log.info("ready: warm-up forward pass succeeded")
+            except Exception:
+                log.exception("warm-up forward pass failed; /ready stays false")
+
+        threading.Thread(target=warm, name="bridge-warmup", daemon=True).start()
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="embedding bridge",
+        description="Qwen3-Embedding (and sentence-transformers models) behind an "
+        "OpenAI-compatible API.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(LimitsAndMetrics, max_bytes=settings.max_request_bytes, metrics=metrics)
+    app.state.service = service
+    app.state.metrics = metrics
+
+    def require_key(authorization: str | None = Header(default=None)) -> None:
+        if not keys.check(authorization):
+            raise APIError(
+                401,
+                "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                code="invalid_api_key",
+            )
+
+    async def run(
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        dimensions: int | None,
+        input_type: InputType,
+        instruction: str | None,
+        truncate: bool,
+        normalize: bool = True,
+    ) -> EmbedResult:
+        try:
+            return await service.embed(
+                inputs, dimensions, input_type, instruction, truncate, normalize
+            )
+        except InputError as exc:
+            raise APIError(400, str(exc), param=exc.param, code=exc.code) from exc
+        except Overloaded as exc:
+            raise APIError(
+                429, f"overloaded: {exc}", code="overloaded", retry_after=exc.retry_after
+            ) from exc
+        except TooLarge as exc:
+            raise APIError(413, str(exc), param="input", code="too_large") from exc
+        except ShuttingDown as exc:
+            raise APIError(503, str(exc), code="shutting_down", retry_after=5) from exc
+        except asyncio.CancelledError:
+            raise
+
+    @app.post("/v1/embeddings", dependencies=[Depends(require_key)], tags=["OpenAI"])
+    async def embeddings(body: EmbeddingRequest) -> Response:
+        """Embed texts or token-id lists; `data` comes back in input order."""
+        inputs = _as_inputs(body.input, settings.max_inputs_per_request)
+        result = await run(
+            inputs, body.dimensions, body.input_type, body.instruction, body.truncate
+        )
+        vectors = result.vectors
+        if body.encoding_format == "base64":
+            embeddings: list = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
+        else:
+            embeddings = list(vectors)
+        data = [
+            {"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)
+        ]
+        usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
+        return _json({"object": "list", "data": data, "model": model_name, "usage": usage})
+
+    @app.post("/embed", dependencies=[Depends(require_key)], tags=["TEI"])
+    async def embed(body: TEIEmbedRequest) -> Response:
+        """Text-embeddings-inference shape: `{"inputs": ...}` answers `[[...], ...]`."""
+        inputs = _as_inputs(body.inputs, settings.max_inputs_per_request)
+        result = await run(
+            inputs, body.dimensions, body.input_type, body.instruction, body.truncate,
+            body.normalize,
+        )
+        return _json(result.vectors)
+
+    def card() -> ModelCard:
+        low, high = service.dim_range
+        return ModelCard(
+            id=model_name,
+            native_dimension=service.profile.native_dim,
+            dimensions={"min": low, "max": high},
+            max_input_tokens=service.max_input_tokens,
+            pooling=service.profile.pooling,
+            normalized=service.profile.normalize,
+        )
+
+    @app.get("/v1/models", dependencies=[Depends(require_key)], tags=["OpenAI"])
+    async def models() -> ModelList:
+        """The served model, its native and allowed dimensions and its input limit."""
+        return ModelList(data=[card()])
+
+    @app.get("/v1/models/{model_id:path}", dependencies=[Depends(require_key)], tags=["OpenAI"])
+    async def model(model_id: str) -> ModelCard:
+        if model_id != model_name:
+            raise APIError(404, f"model {model_id!r} is not served here", param="model")
+        return card()
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready() -> Response:
+        """200 once a real forward pass has succeeded, 503 before."""
+        if service.ready:
+            return _json({"ready": True, "model": model_name})
+        return _json({"ready": False, "model": model_name}, status=503)
+
+    @app.get("/metrics", tags=["ops"])
+    async def prometheus() -> Response:
+        """Prometheus text format."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+

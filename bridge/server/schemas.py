@@ -1,0 +1,80 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+TokenIds = list[StrictInt]
+EmbeddingInput = StrictStr | list[StrictStr] | TokenIds | list[TokenIds]
+
+
+class EmbeddingRequest(BaseModel):
+    """OpenAI ``/v1/embeddings`` body, with the bridge's extensions."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: EmbeddingInput = Field(description="A string, a list of strings, or token-id lists.")
+    model: str | None = Field(default=None, description="Accepted; the served model answers.")
+    dimensions: StrictInt | None = Field(
+        default=None, description="Output size (MRL truncation then L2 normalisation)."
+    )
+    encoding_format: Literal["float", "base64"] = "float"
+    input_type: Literal["query", "document"] = Field(
+        default="document", description="Queries get the model's instruction; documents do not."
+    )
+    instruction: str | None = Field(
+        default=None, description="Task description for queries (overrides the default)."
+    )
+    truncate: bool = Field(
+        default=True, description="Cut inputs over the token limit instead of failing with 400."
+    )
+    user: str | None = None
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+class TEIEmbedRequest(BaseModel):
+    """Text-embeddings-inference ``/embed`` body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: StrictStr | list[StrictStr]
+    normalize: bool = True
+    truncate: bool = True
+    dimensions: StrictInt | None = None
+    input_type: Literal["query", "document"] = "document"
+    instruction: str | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str = "embedding-bridge"
+    native_dimension: int
+    dimensions: dict[str, int]
+    max_input_tokens: int
+    pooling: str
+    normalized: bool
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
