@@ -28,42 +28,107 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--model", envvar="BRIDGE_MODEL", default="Qwen/Qwen3-Embedding-4B",
-              show_default=True,
-              help="Hugging Face hub id, local directory, or the alias 'minilm' (offline, CPU).")
-@click.option("--revision", envvar="BRIDGE_REVISION", default=None,
-              help="Hub revision (branch, tag or commit) to download.")
-@click.option("--host", envvar="BRIDGE_HOST", default="127.0.0.1", show_default=True,
-              help="Address to bind; 0.0.0.0 exposes the service to the network.")
+@click.option(
+    "--model",
+    envvar="BRIDGE_MODEL",
+    default="Qwen/Qwen3-Embedding-4B",
+    show_default=True,
+    help="Hugging Face hub id, local directory, or the alias 'minilm' (offline, CPU).",
+)
+@click.option(
+    "--revision",
+    envvar="BRIDGE_REVISION",
+    default=None,
+    help="Hub revision (branch, tag or commit) to download.",
+)
+@click.option(
+    "--host",
+    envvar="BRIDGE_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; 0.0.0.0 exposes the service to the network.",
+)
 @click.option("--port", envvar="BRIDGE_PORT", default=8000, show_default=True, type=int)
-@click.option("--device", envvar="BRIDGE_DEVICE", default="auto", show_default=True,
-              help="auto, cpu, cuda or cuda:N.")
-@click.option("--dtype", envvar="BRIDGE_DTYPE", default="auto", show_default=True,
-              type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
-              help="auto is bfloat16 on CUDA and float32 on CPU.")
-@click.option("--max-batch-tokens", envvar="BRIDGE_MAX_BATCH_TOKENS", default=16384,
-              show_default=True, type=click.IntRange(min=1),
-              help="Token budget of one model batch, counted as padded tokens.")
-@click.option("--max-input-tokens", envvar="BRIDGE_MAX_INPUT_TOKENS", default=8192,
-              show_default=True, type=click.IntRange(min=2),
-              help="Longest input in tokens (capped at the model's own limit).")
-@click.option("--max-queue-tokens", envvar="BRIDGE_MAX_QUEUE_TOKENS", default=None,
-              type=click.IntRange(min=1),
-              help="Tokens allowed to wait; beyond it requests get 429. [default: 16 x batch]")
-@click.option("--max-inputs", envvar="BRIDGE_MAX_INPUTS", default=2048, show_default=True,
-              type=click.IntRange(min=1), help="Most inputs in one request (413 beyond).")
-@click.option("--max-request-bytes", envvar="BRIDGE_MAX_REQUEST_BYTES",
-              default=16 * 1024 * 1024, show_default=True, type=click.IntRange(min=1024),
-              help="Largest request body (413 beyond).")
-@click.option("--allow-truncation", envvar="BRIDGE_ALLOW_TRUNCATION", is_flag=True,
-              help="Allow `dimensions` below the native size for models not trained for it.")
-@click.option("--api-key", "api_keys", envvar="BRIDGE_API_KEYS", multiple=True,
-              help="Accepted Bearer key; repeat, or comma-separate in BRIDGE_API_KEYS.")
-@click.option("--api-key-file", envvar="BRIDGE_API_KEY_FILE", default=None,
-              type=click.Path(dir_okay=False),
-              help="File of keys (one a line), re-read when it changes: rotate without restart.")
-@click.option("--served-model-name", envvar="BRIDGE_SERVED_MODEL_NAME", default=None,
-              help="Model name reported to clients [default: the model's name].")
+@click.option(
+    "--device",
+    envvar="BRIDGE_DEVICE",
+    default="auto",
+    show_default=True,
+    help="auto, cpu, cuda or cuda:N.",
+)
+@click.option(
+    "--dtype",
+    envvar="BRIDGE_DTYPE",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    help="auto is bfloat16 on CUDA and float32 on CPU.",
+)
+@click.option(
+    "--max-batch-tokens",
+    envvar="BRIDGE_MAX_BATCH_TOKENS",
+    default=16384,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Token budget of one model batch, counted as padded tokens.",
+)
+@click.option(
+    "--max-input-tokens",
+    envvar="BRIDGE_MAX_INPUT_TOKENS",
+    default=8192,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Longest input in tokens (capped at the model's own limit).",
+)
+@click.option(
+    "--max-queue-tokens",
+    envvar="BRIDGE_MAX_QUEUE_TOKENS",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Tokens allowed to wait; beyond it requests get 429. [default: 16 x batch]",
+)
+@click.option(
+    "--max-inputs",
+    envvar="BRIDGE_MAX_INPUTS",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most inputs in one request (413 beyond).",
+)
+@click.option(
+    "--max-request-bytes",
+    envvar="BRIDGE_MAX_REQUEST_BYTES",
+    default=16 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1024),
+    help="Largest request body (413 beyond).",
+)
+@click.option(
+    "--allow-truncation",
+    envvar="BRIDGE_ALLOW_TRUNCATION",
+    is_flag=True,
+    help="Allow `dimensions` below the native size for models not trained for it.",
+)
+@click.option(
+    "--api-key",
+    "api_keys",
+    envvar="BRIDGE_API_KEYS",
+    multiple=True,
+    help="Accepted Bearer key; repeat, or comma-separate in BRIDGE_API_KEYS.",
+)
+@click.option(
+    "--api-key-file",
+    envvar="BRIDGE_API_KEY_FILE",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="File of keys (one a line), re-read when it changes: rotate without restart.",
+)
+@click.option(
+    "--served-model-name",
+    envvar="BRIDGE_SERVED_MODEL_NAME",
+    default=None,
+    help="Model name reported to clients [default: the model's name].",
+)
 @click.option("--log-level", envvar="BRIDGE_LOG_LEVEL", default="info", show_default=True)
 def serve(**opts) -> None:
     """Serve embeddings over an OpenAI-compatible HTTP API (and TEI's /embed)."""
@@ -97,14 +162,16 @@ def serve(**opts) -> None:
         served_model_name=opts["served_model_name"],
     )
     app = create_app(service, settings)
+    profile = service.profile
     click.echo(
-        f"serving {service.profile.name} ({service.profile.kind}, dim {service.profile.native_dim}) "
+        f"serving {profile.name} ({profile.kind}, dim {profile.native_dim}) "
         f"on http://{opts['host']}:{opts['port']} with {service.embedder.device}"
         + (" (API keys required)" if keys or opts["api_key_file"] else ""),
         err=True,
     )
-    uvicorn.run(app, host=opts["host"], port=opts["port"], log_level=opts["log_level"],
-                access_log=False)
+    uvicorn.run(
+        app, host=opts["host"], port=opts["port"], log_level=opts["log_level"], access_log=False
+    )
 
 
 main.add_command(engine)

@@ -159,7 +159,9 @@ class Batcher:
                 return None
             window: list[_Item] = []
             taken = 0
-            while self._queue and (not window or taken + self._queue[0].length <= self.window_tokens):
+            while self._queue and (
+                not window or taken + self._queue[0].length <= self.window_tokens
+            ):
                 item = self._queue.popleft()
                 window.append(item)
                 taken += item.length

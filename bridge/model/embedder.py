@@ -74,6 +74,11 @@ class Embedder:
         return cls(profile, tokenizer, model, dev, torch_dtype)
 
     @property
+    def vocab_size(self) -> int:
+        """Rows of the input embedding table: the valid token ids."""
+        return int(self.model.get_input_embeddings().num_embeddings)
+
+    @property
     def pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
         return int(pad) if pad is not None else 0

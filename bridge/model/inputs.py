@@ -43,17 +43,16 @@ class InputPreparer:
         profile: ModelProfile,
         tokenizer: PreTrainedTokenizerBase,
         max_input_tokens: int,
+        vocab_size: int | None = None,
     ) -> None:
         self.profile = profile
         self.tokenizer = tokenizer
         self.max_input_tokens = max_input_tokens
-        self.vocab_size = len(tokenizer)
+        self.vocab_size = vocab_size or len(tokenizer)
         _, suffix = _special_affixes(tokenizer)
-        end = profile.end_token_id
-        probe = tokenizer("hello world", add_special_tokens=True)["input_ids"]
-        self._append_end = end is not None and (not probe or probe[-1] != end)
-        # Tokens at the end that truncation must keep.
-        self._keep_tail = 1 if self._append_end else suffix
+        self._end = profile.end_token_id
+        # Tokens at the end that truncation must keep: the end token, or the tokenizer's own.
+        self._keep_tail = 1 if self._end is not None else suffix
 
     def query_text(self, text: str, instruction: str | None) -> str:
         template = self.profile.query_template
@@ -80,7 +79,9 @@ class InputPreparer:
         )["input_ids"]
         return [self._finish(ids, i, truncate) for i, ids in enumerate(encoded)]
 
-    def token_ids(self, id_lists: Sequence[Sequence[int]], truncate: bool = True) -> list[list[int]]:
+    def token_ids(
+        self, id_lists: Sequence[Sequence[int]], truncate: bool = True
+    ) -> list[list[int]]:
         """Validate client-supplied token ids (the model's own vocabulary) and finish them."""
         out = []
         for i, ids in enumerate(id_lists):
@@ -98,8 +99,8 @@ class InputPreparer:
         return out
 
     def _finish(self, ids: list[int], index: int, truncate: bool) -> list[int]:
-        if self._append_end and (not ids or ids[-1] != self.profile.end_token_id):
-            ids.append(self.profile.end_token_id)  # type: ignore[arg-type]
+        if self._end is not None and (not ids or ids[-1] != self._end):
+            ids.append(self._end)
         limit = self.max_input_tokens
         if len(ids) <= limit:
             return ids

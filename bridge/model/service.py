@@ -59,7 +59,9 @@ class EmbeddingService:
                 options.max_input_tokens,
                 self.profile.model_max_tokens,
             )
-        self.preparer = InputPreparer(self.profile, embedder.tokenizer, self.max_input_tokens)
+        self.preparer = InputPreparer(
+            self.profile, embedder.tokenizer, self.max_input_tokens, embedder.vocab_size
+        )
         self.batcher = Batcher(
             embedder.forward,
             max_batch_tokens=options.max_batch_tokens,

@@ -48,10 +48,6 @@ def _json(payload: object, status: int = 200) -> Response:
     )
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class LimitsAndMetrics:
     """ASGI middleware: refuses bodies over the size limit (413) and records metrics."""
 
@@ -65,7 +61,7 @@ class LimitsAndMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status_box = {"status": 500, "sent": False}
+        status_box = {"status": 500}
         limit = self.max_bytes
 
         length = dict(scope.get("headers") or []).get(b"content-length")
@@ -74,29 +70,37 @@ class LimitsAndMetrics:
             self._record(scope, status_box["status"], started)
             return
 
-        seen = 0
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            # A streamed body: read it within the limit first, then replay it to the app.
+            body = bytearray()
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > limit:
+                    await self._too_large(scope, receive, send, status_box)
+                    self._record(scope, status_box["status"], started)
+                    return
+            replayed = False
 
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _BodyTooLarge
-            return message
+            async def receive_buffered():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": bytes(body), "more_body": False}
+                return await receive()
+
+            receive = receive_buffered
 
         async def recording_send(message) -> None:
             if message["type"] == "http.response.start":
                 status_box["status"] = message["status"]
-                status_box["sent"] = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, recording_send)
-        except _BodyTooLarge:
-            if status_box["sent"]:
-                raise
-            await self._too_large(scope, receive, send, status_box)
+        await self.app(scope, receive, recording_send)
         self._record(scope, status_box["status"], started)
 
     async def _too_large(self, scope, receive, send, status_box) -> None:
@@ -220,7 +224,9 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         )
         vectors = result.vectors
         if body.encoding_format == "base64":
-            embeddings: list = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
+            embeddings: list = [
+                base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors
+            ]
         else:
             embeddings = list(vectors)
         data = [
@@ -234,7 +240,11 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         """Text-embeddings-inference shape: `{"inputs": ...}` answers `[[...], ...]`."""
         inputs = _as_inputs(body.inputs, settings.max_inputs_per_request)
         result = await run(
-            inputs, body.dimensions, body.input_type, body.instruction, body.truncate,
+            inputs,
+            body.dimensions,
+            body.input_type,
+            body.instruction,
+            body.truncate,
             body.normalize,
         )
         return _json(result.vectors)
@@ -279,4 +289,3 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: N811
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -11,7 +12,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: N811
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -48,7 +48,8 @@ class Metrics:
             registry=self.registry,
         )
         self.tokens = Counter(
-            "bridge_tokens_embedded_total", "Real (unpadded) tokens embedded.",
+            "bridge_tokens_embedded_total",
+            "Real (unpadded) tokens embedded.",
             registry=self.registry,
         )
         self.queue_depth = Gauge(

@@ -1,0 +1,125 @@
+"""Unit tests of the batcher with a stub forward (no model)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bridge.model.batcher import Batcher, Overloaded, TooLarge, _Item, _Request, plan_batches
+
+
+def echo_forward(calls: list[list[int]] | None = None):
+    """Each row is [first token, length]: lets a test see which row went where."""
+
+    def forward(batch: list[list[int]]) -> np.ndarray:
+        if calls is not None:
+            calls.append([len(s) for s in batch])
+        return np.array([[s[0], len(s)] for s in batch], dtype=np.float32)
+
+    return forward
+
+
+def items(lengths):
+    req = _Request(None, [None] * len(lengths), len(lengths))  # type: ignore[arg-type]
+    return [_Item(n, [0] * n, req, i) for i, n in enumerate(lengths)]
+
+
+def test_plan_respects_padded_budget():
+    batches = plan_batches(items([5, 100, 7, 90, 3, 60, 2]), max_batch_tokens=200)
+    for batch in batches:
+        assert max(it.length for it in batch) * len(batch) <= 200 or len(batch) == 1
+    assert sorted(it.length for b in batches for it in b) == [2, 3, 5, 7, 60, 90, 100]
+    # Sorted by length: similar lengths share a batch.
+    assert [it.length for it in batches[0]] == [100, 90]
+
+
+def test_oversized_sequence_gets_its_own_batch():
+    batches = plan_batches(items([500, 3]), max_batch_tokens=100)
+    assert [[it.length for it in b] for b in batches] == [[500], [3]]
+
+
+def test_results_come_back_in_caller_order():
+    batcher = Batcher(echo_forward(), max_batch_tokens=64)
+    try:
+        seqs = [[i] * n for i, n in enumerate([9, 1, 30, 4, 17, 2])]
+        out = batcher.submit(seqs).result(5)
+        assert out[:, 0].tolist() == list(range(6))
+        assert out[:, 1].tolist() == [9, 1, 30, 4, 17, 2]
+    finally:
+        batcher.close()
+
+
+def test_requests_are_merged_into_batches():
+    calls: list[list[int]] = []
+    gate = threading.Event()
+    forward = echo_forward(calls)
+
+    def gated(batch):
+        gate.wait(5)
+        return forward(batch)
+
+    batcher = Batcher(gated, max_batch_tokens=1000)
+    try:
+        first = batcher.submit([[1, 1]])
+        time.sleep(0.05)  # the worker is now blocked on the first request
+        later = [batcher.submit([[i] * 3]) for i in range(10)]
+        gate.set()
+        first.result(5)
+        assert [f.result(5)[0, 0] for f in later] == list(range(10))
+        assert len(calls) == 2 and calls[1] == [3] * 10
+    finally:
+        batcher.close()
+
+
+def test_full_queue_refuses_at_once():
+    gate = threading.Event()
+    batcher = Batcher(lambda b: (gate.wait(5), echo_forward()(b))[1], 16, max_queue_tokens=20)
+    try:
+        batcher.submit([[1] * 10])
+        time.sleep(0.05)
+        batcher.submit([[1] * 10, [2] * 10])
+        with pytest.raises(Overloaded) as err:
+            batcher.submit([[3] * 5])
+        assert err.value.retry_after >= 1
+        with pytest.raises(TooLarge):
+            batcher.submit([[1] * 21])
+    finally:
+        gate.set()
+        batcher.close()
+
+
+def test_out_of_memory_splits_then_fails_only_the_culprit():
+    def forward(batch):
+        if any(len(s) > 50 for s in batch) or len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return echo_forward()(batch)
+
+    batcher = Batcher(forward, max_batch_tokens=10_000)
+    try:
+        ok = batcher.submit([[i] * 5 for i in range(6)])
+        huge = batcher.submit([[9] * 60])
+        assert ok.result(5)[:, 0].tolist() == list(range(6))
+        with pytest.raises(TooLarge, match="does not fit in device memory"):
+            huge.result(5)
+        assert batcher.submit([[4] * 3]).result(5)[0, 0] == 4  # still serving
+    finally:
+        batcher.close()
+
+
+def test_model_failure_reaches_caller_and_worker_survives():
+    def forward(batch):
+        if batch[0][0] == 13:
+            raise ValueError("boom")
+        return echo_forward()(batch)
+
+    batcher = Batcher(forward, max_batch_tokens=100)
+    try:
+        with pytest.raises(ValueError, match="boom"):
+            batcher.submit([[13, 1]]).result(5)
+        assert batcher.submit([[2]]).result(5)[0, 0] == 2
+    finally:
+        batcher.close()
