@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tiny_qwen3 import build_tiny_qwen3  # noqa: E402
-
 from bridge.model.service import EmbeddingService, ServiceOptions  # noqa: E402
 from bridge.server.app import ServerSettings, create_app  # noqa: E402
+
+from tiny_qwen3 import build_tiny_qwen3  # noqa: E402
 
 
 def free_port() -> int:
@@ -98,3 +98,46 @@ def minilm_server() -> Iterator[LiveServer]:
     service = make_service("minilm", max_batch_tokens=4096)
     with live_server(service) as server:
         yield server
+
+
+def free_port_pair() -> int:
+    """A port P with P and P+100 (the transport port) both free."""
+    for _ in range(50):
+        port = free_port()
+        if port + 100 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 100))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+@contextmanager
+def local_engine(engine: str, env_var: str, **kw) -> Iterator[str]:
+    """A running engine: the one named by ``env_var``, else one started with bridge engine."""
+    from bridge.engines import cluster
+
+    if os.environ.get(env_var):
+        yield os.environ[env_var].rstrip("/")
+        return
+    port = free_port_pair()
+    state = cluster.start(engine, port=port, fresh=True, progress=False, **kw)
+    try:
+        yield state.url
+    finally:
+        cluster.stop(engine, port, wipe=True)
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> Iterator[str]:
+    with local_engine("opensearch", "BRIDGE_TEST_OPENSEARCH_URL", heap="1g") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_url() -> Iterator[str]:
+    with local_engine("elasticsearch", "BRIDGE_TEST_ELASTICSEARCH_URL", heap="1g") as url:
+        yield url

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+
 from tiny_qwen3 import WORDS
 
 

@@ -7,9 +7,10 @@ import time
 
 import httpx
 import pytest
-from conftest import live_server, make_service
 
 from bridge.server.app import ServerSettings
+
+from conftest import live_server, make_service
 
 
 def call(server, body=None, *, content=None, headers=None, path="/v1/embeddings"):

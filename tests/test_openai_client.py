@@ -6,10 +6,11 @@ import base64
 
 import numpy as np
 import pytest
-from conftest import live_server, make_service
 from openai import OpenAI
 
 from bridge.server.app import ServerSettings
+
+from conftest import live_server, make_service
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_service
-from tiny_qwen3 import END_ID
 from transformers import AutoModel, AutoTokenizer
 
 from bridge.model.inputs import InputError
+
+from conftest import make_service
+from tiny_qwen3 import END_ID
 
 TASK = "Given a web search query, retrieve relevant passages that answer the query"
 DOCS = [

@@ -46,17 +46,16 @@ class Artifact:
     def path(self) -> str:
         return f"{self.group.replace('.', '/')}/{self.name}/{self.version}/{self.filename}"
 
-    @property
-    def url(self) -> str:
-        return f"{CENTRAL}/{self.path}"
+    def url(self, repository: str = CENTRAL) -> str:
+        return f"{repository.rstrip('/')}/{self.path}"
 
     def __str__(self) -> str:
         return f"{self.group}:{self.name}:{self.version}@{self.ext}"
 
 
-def _published_checksum(client: httpx.Client, artifact: Artifact) -> tuple[str, str] | None:
+def _published_checksum(client: httpx.Client, url: str) -> tuple[str, str] | None:
     for algorithm in _ALGORITHMS:
-        r = client.get(f"{artifact.url}.{algorithm}")
+        r = client.get(f"{url}.{algorithm}")
         if r.status_code == 200:
             digest = r.text.strip().split()[0].lower() if r.text.strip() else ""
             if digest:
@@ -79,6 +78,7 @@ def fetch(
     progress: bool = True,
     require_checksum: bool = False,
     retries: int = 3,
+    repository: str = CENTRAL,
 ) -> Path:
     """Return the cached file for ``artifact``, downloading and verifying it once."""
     target = cache / artifact.path
@@ -86,29 +86,29 @@ def fetch(
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(target.suffix + ".part")
+    url = artifact.url(repository)
     with httpx.Client(timeout=httpx.Timeout(60.0, connect=15.0), follow_redirects=True) as client:
         for attempt in range(1, retries + 1):
             try:
-                _download(client, artifact, partial, progress)
+                _download(client, artifact, url, partial, progress)
                 break
             except (httpx.HTTPError, OSError) as exc:
                 if attempt == retries:
-                    raise DownloadError(
-                        f"could not download {artifact} from {artifact.url}: {exc}"
-                    ) from exc
+                    raise DownloadError(f"could not download {artifact} from {url}: {exc}") from exc
                 log.warning("download of %s failed (%s); retrying", artifact, exc)
                 time.sleep(2 * attempt)
-        _verify(client, artifact, partial, require_checksum)
+        _verify(client, artifact, url, partial, require_checksum)
     partial.rename(target)
     return target
 
 
-def _download(client: httpx.Client, artifact: Artifact, partial: Path, progress: bool) -> None:
-    with client.stream("GET", artifact.url) as r:
+def _download(
+    client: httpx.Client, artifact: Artifact, url: str, partial: Path, progress: bool
+) -> None:
+    with client.stream("GET", url) as r:
         if r.status_code == 404:
             raise DownloadError(
-                f"{artifact} is not on Maven Central ({artifact.url} answered 404); "
-                "check the version"
+                f"{artifact} is not on Maven Central ({url} answered 404); check the version"
             )
         r.raise_for_status()
         total = int(r.headers.get("content-length") or 0) or None
@@ -129,8 +129,10 @@ def _download(client: httpx.Client, artifact: Artifact, partial: Path, progress:
                 bar.update(len(chunk))
 
 
-def _verify(client: httpx.Client, artifact: Artifact, partial: Path, require: bool) -> None:
-    published = _published_checksum(client, artifact)
+def _verify(
+    client: httpx.Client, artifact: Artifact, url: str, partial: Path, require: bool
+) -> None:
+    published = _published_checksum(client, url)
     if published is not None:
         algorithm, expected = published
         source = f"the {algorithm} published on Maven Central"
