@@ -67,10 +67,10 @@ def main() -> None:
 @click.option(
     "--max-batch-tokens",
     envvar="BRIDGE_MAX_BATCH_TOKENS",
-    default=16384,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="Token budget of one model batch, counted as padded tokens.",
+    help="Token budget of one model batch, counted as padded tokens "
+    "[default: 32768 on CUDA, 1024 on CPU].",
 )
 @click.option(
     "--max-input-tokens",
@@ -85,7 +85,7 @@ def main() -> None:
     envvar="BRIDGE_MAX_QUEUE_TOKENS",
     default=None,
     type=click.IntRange(min=1),
-    help="Tokens allowed to wait; beyond it requests get 429. [default: 16 x batch]",
+    help="Tokens allowed to wait; beyond it requests get 429 [default: max(16 x batch, 262144)].",
 )
 @click.option(
     "--max-inputs",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.model.batcher import Batcher, Overloaded, TooLarge, _Item, _Request, plan_batches
+from bridge.model.batcher import Batcher, Overloaded, TooLarge, _Item, _Request, take_batch
 
 
 def echo_forward(calls: list[list[int]] | None = None):
@@ -23,23 +23,36 @@ def echo_forward(calls: list[list[int]] | None = None):
     return forward
 
 
-def items(lengths):
+def pending(lengths, oldest: int = 0):
+    """Items sorted by length; the one at index ``oldest`` (of ``lengths``) arrived first."""
     req = _Request(None, [None] * len(lengths), len(lengths))  # type: ignore[arg-type]
-    return [_Item(n, [0] * n, req, i) for i, n in enumerate(lengths)]
+    made = [
+        _Item(n, [0] * n, req, i, seq_no=0 if i == oldest else i + 1) for i, n in enumerate(lengths)
+    ]
+    return sorted(made, key=lambda it: it.length)
 
 
-def test_plan_respects_padded_budget():
-    batches = plan_batches(items([5, 100, 7, 90, 3, 60, 2]), max_batch_tokens=200)
-    for batch in batches:
-        assert max(it.length for it in batch) * len(batch) <= 200 or len(batch) == 1
-    assert sorted(it.length for b in batches for it in b) == [2, 3, 5, 7, 60, 90, 100]
-    # Sorted by length: similar lengths share a batch.
-    assert [it.length for it in batches[0]] == [100, 90]
+def test_batch_holds_the_oldest_and_fits_the_budget():
+    lengths = [5, 100, 7, 90, 3, 60, 2, 95, 6]
+    queue = pending(lengths, oldest=3)  # the 90-token sequence waited longest
+    batch = take_batch(queue, max_batch_tokens=300)
+    got = sorted(it.length for it in batch)
+    assert 90 in got
+    assert max(got) * len(got) <= 300
+    assert got == [90, 95, 100], "neighbours in length, not short ones padded to 90"
+    assert sorted(it.length for it in queue) == [2, 3, 5, 6, 7, 60]
+
+
+def test_short_oldest_takes_short_neighbours():
+    queue = pending([50, 4, 5, 6, 48, 3], oldest=1)
+    batch = take_batch(queue, max_batch_tokens=24)
+    assert sorted(it.length for it in batch) == [3, 4, 5, 6]
 
 
 def test_oversized_sequence_gets_its_own_batch():
-    batches = plan_batches(items([500, 3]), max_batch_tokens=100)
-    assert [[it.length for it in b] for b in batches] == [[500], [3]]
+    queue = pending([500, 3], oldest=0)
+    assert [it.length for it in take_batch(queue, max_batch_tokens=100)] == [500]
+    assert [it.length for it in take_batch(queue, max_batch_tokens=100)] == [3]
 
 
 def test_results_come_back_in_caller_order():

@@ -1,21 +1,22 @@
 """The dynamic batcher: merges many callers' sequences into token-budget batches.
 
 Callers (any thread or event loop) ``submit`` already-tokenized sequences and get a
-future; one worker thread drives the model. It takes a window of queued sequences,
-sorts them by length, cuts batches whose padded size fits ``max_batch_tokens``, and
-hands each caller its rows back in its own order. The queue is bounded in tokens:
+future; one worker thread drives the model. Waiting sequences are kept sorted by
+length; each batch is cut around the oldest one from its neighbours in length, within
+a padded-token budget (``max_batch_tokens``), and each caller gets its rows back in its
+own order. The queue is bounded in tokens:
 a submit that does not fit is refused at once with ``Overloaded``, never left hanging.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -53,32 +54,45 @@ class _Request:
 @dataclass
 class _Item:
     length: int
-    seq: list[int] = field(compare=False)
-    request: _Request = field(compare=False)
-    index: int = field(compare=False)
+    seq: list[int]
+    request: _Request
+    index: int
+    seq_no: int = 0
 
 
 def padded_tokens(lengths: list[int]) -> int:
     return max(lengths) * len(lengths) if lengths else 0
 
 
-def plan_batches(items: list[_Item], max_batch_tokens: int) -> list[list[_Item]]:
-    """Sort by length and cut into batches whose padded size fits the budget.
+def take_batch(pending: list[_Item], max_batch_tokens: int) -> list[_Item]:
+    """Remove and return one batch from ``pending`` (kept sorted by length).
 
-    A single sequence longer than the budget still forms a batch of its own.
+    The batch holds the oldest waiting sequence, so nothing starves, and grows around it
+    with the neighbours that waste the least padding while the padded size fits the
+    budget. A single sequence longer than the budget forms a batch of its own.
     """
-    batches: list[list[_Item]] = []
-    current: list[_Item] = []
-    for item in sorted(items, key=lambda it: it.length, reverse=True):
-        # Sorted longest first, so the first item of a batch sets its width.
-        width = current[0].length if current else item.length
-        if current and width * (len(current) + 1) > max_batch_tokens:
-            batches.append(current)
-            current = []
-        current.append(item)
-    if current:
-        batches.append(current)
-    return batches
+    k = min(range(len(pending)), key=lambda i: pending[i].seq_no)
+    lo = hi = k
+    while True:
+        width = pending[hi].length
+        count = hi - lo + 1
+        grow_down = lo > 0 and (count + 1) * width <= max_batch_tokens
+        up_width = pending[hi + 1].length if hi + 1 < len(pending) else None
+        grow_up = up_width is not None and (count + 1) * up_width <= max_batch_tokens
+        if grow_down and grow_up:
+            waste_down = width - pending[lo - 1].length
+            waste_up = (up_width - width) * count  # type: ignore[operator]
+            grow_up = waste_up < waste_down
+            grow_down = not grow_up
+        if grow_down:
+            lo -= 1
+        elif grow_up:
+            hi += 1
+        else:
+            break
+    batch = pending[lo : hi + 1]
+    del pending[lo : hi + 1]
+    return batch
 
 
 class Batcher:
@@ -89,16 +103,17 @@ class Batcher:
         forward: ForwardFn,
         max_batch_tokens: int = 16384,
         max_queue_tokens: int | None = None,
-        window_tokens: int | None = None,
         observer: BatchObserver | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self._forward = forward
+        self._on_idle = on_idle
         self.max_batch_tokens = max_batch_tokens
-        self.max_queue_tokens = max_queue_tokens or 16 * max_batch_tokens
-        self.window_tokens = window_tokens or 2 * max_batch_tokens
+        self.max_queue_tokens = max_queue_tokens or max(16 * max_batch_tokens, 262144)
         self.observer = observer
-        self._queue: deque[_Item] = deque()
+        self._pending: list[_Item] = []  # sorted by length
         self._queued_tokens = 0
+        self._seq_no = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._tokens_per_second = 0.0
@@ -107,7 +122,7 @@ class Batcher:
 
     @property
     def queued_items(self) -> int:
-        return len(self._queue)
+        return len(self._pending)
 
     @property
     def queued_tokens(self) -> int:
@@ -135,7 +150,9 @@ class Batcher:
                     retry_after=self._retry_after(),
                 )
             for i, seq in enumerate(seqs):
-                self._queue.append(_Item(len(seq), seq, request, i))
+                item = _Item(len(seq), seq, request, i, self._seq_no)
+                self._seq_no += 1
+                bisect.insort(self._pending, item, key=lambda it: it.length)
             self._queued_tokens += tokens
             self._cond.notify()
         return future
@@ -151,30 +168,24 @@ class Batcher:
             self._cond.notify_all()
         self._thread.join(timeout)
 
-    def _take_window(self) -> list[_Item] | None:
+    def _next_batch(self) -> list[_Item] | None:
         with self._cond:
-            while not self._queue and not self._stopping:
+            if not self._pending and self._on_idle is not None:
+                self._on_idle()
+            while not self._pending and not self._stopping:
                 self._cond.wait()
-            if not self._queue:
+            if not self._pending:
                 return None
-            window: list[_Item] = []
-            taken = 0
-            while self._queue and (
-                not window or taken + self._queue[0].length <= self.window_tokens
-            ):
-                item = self._queue.popleft()
-                window.append(item)
-                taken += item.length
-            self._queued_tokens -= taken
-            return window
+            batch = take_batch(self._pending, self.max_batch_tokens)
+            self._queued_tokens -= sum(it.length for it in batch)
+            return batch
 
     def _run(self) -> None:
         while True:
-            window = self._take_window()
-            if window is None:
+            batch = self._next_batch()
+            if batch is None:
                 return
-            for batch in plan_batches(window, self.max_batch_tokens):
-                self._run_batch(batch)
+            self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Item]) -> None:
         live = [it for it in batch if not it.request.failed]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,9 @@ class Embedder:
     def load(cls, profile: ModelProfile, device: str = "auto", dtype: str = "auto") -> Embedder:
         dev = pick_device(device)
         torch_dtype = pick_dtype(dev, dtype)
+        # We tokenize on our own thread pool; the tokenizer's inner threads would only
+        # compete with the model for cores (measured: -15% throughput on 2 cores).
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         tokenizer = AutoTokenizer.from_pretrained(profile.path)
         tokenizer.padding_side = profile.padding_side
         model = AutoModel.from_pretrained(

@@ -7,18 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from bridge.model.batcher import Batcher, BatchObserver
 from bridge.model.embedder import Embedder, finish_vectors
 from bridge.model.inputs import InputError, InputPreparer, InputType
+from bridge.model.memory import release_free_memory
 from bridge.model.profile import ModelProfile, load_profile
 
 log = logging.getLogger(__name__)
+
+
+def default_batch_tokens(device: torch.device) -> int:
+    """Padded tokens per batch: small on CPU (cache-bound), large on a GPU."""
+    return 32768 if device.type == "cuda" else 1024
 
 
 @dataclass(frozen=True)
@@ -26,11 +34,11 @@ class ServiceOptions:
     model: str = "minilm"
     device: str = "auto"
     dtype: str = "auto"
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int | None = None  # None: chosen by device (default_batch_tokens)
     max_input_tokens: int = 8192
     max_queue_tokens: int | None = None
     allow_truncation: bool = False
-    tokenizer_threads: int = 2
+    tokenizer_threads: int = max(1, min(8, (os.cpu_count() or 2) // 2))
     revision: str | None = None
 
 
@@ -62,11 +70,13 @@ class EmbeddingService:
         self.preparer = InputPreparer(
             self.profile, embedder.tokenizer, self.max_input_tokens, embedder.vocab_size
         )
+        on_cpu = embedder.device.type == "cpu"
         self.batcher = Batcher(
             embedder.forward,
-            max_batch_tokens=options.max_batch_tokens,
+            max_batch_tokens=options.max_batch_tokens or default_batch_tokens(embedder.device),
             max_queue_tokens=options.max_queue_tokens,
             observer=observer,
+            on_idle=release_free_memory if on_cpu else None,
         )
         self._tokenizer_pool = ThreadPoolExecutor(
             max_workers=options.tokenizer_threads, thread_name_prefix="bridge-tokenize"

@@ -47,6 +47,12 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=self.registry,
         )
+        self.batch_seconds = Histogram(
+            "bridge_batch_seconds",
+            "Model forward time per batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.tokens = Counter(
             "bridge_tokens_embedded_total",
             "Real (unpadded) tokens embedded.",
@@ -68,6 +74,7 @@ class Metrics:
     def observe_batch(self, items: int, padded: int, real: int, seconds: float) -> None:
         self.batch_items.observe(items)
         self.batch_tokens.observe(padded)
+        self.batch_seconds.observe(seconds)
         self.tokens.inc(real)
 
     def track_queue(self, items: Callable[[], float], tokens: Callable[[], float]) -> None:
