@@ -8,6 +8,7 @@ import sys
 import click
 
 from bridge.engines.cli import engine
+from bridge.index.cli import register as register_index_commands
 
 
 def _setup_logging(level: str) -> None:
@@ -75,10 +76,9 @@ def main() -> None:
 @click.option(
     "--max-input-tokens",
     envvar="BRIDGE_MAX_INPUT_TOKENS",
-    default=8192,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=2),
-    help="Longest input in tokens (capped at the model's own limit).",
+    help="Longest input in tokens [default: 8192, capped at the model's own limit].",
 )
 @click.option(
     "--max-queue-tokens",
@@ -175,6 +175,7 @@ def serve(**opts) -> None:
 
 
 main.add_command(engine)
+register_index_commands(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,6 +24,9 @@ from bridge.model.profile import ModelProfile, load_profile
 log = logging.getLogger(__name__)
 
 
+DEFAULT_MAX_INPUT_TOKENS = 8192
+
+
 def default_batch_tokens(device: torch.device) -> int:
     """Padded tokens per batch: small on CPU (cache-bound), large on a GPU."""
     return 32768 if device.type == "cuda" else 1024
@@ -35,7 +38,7 @@ class ServiceOptions:
     device: str = "auto"
     dtype: str = "auto"
     max_batch_tokens: int | None = None  # None: chosen by device (default_batch_tokens)
-    max_input_tokens: int = 8192
+    max_input_tokens: int | None = None  # None: 8192, capped at the model's limit
     max_queue_tokens: int | None = None
     allow_truncation: bool = False
     tokenizer_threads: int = max(1, min(8, (os.cpu_count() or 2) // 2))
@@ -60,8 +63,9 @@ class EmbeddingService:
         self.embedder = embedder
         self.options = options
         self.profile: ModelProfile = embedder.profile
-        self.max_input_tokens = min(options.max_input_tokens, self.profile.model_max_tokens)
-        if options.max_input_tokens > self.profile.model_max_tokens:
+        wanted = options.max_input_tokens or DEFAULT_MAX_INPUT_TOKENS
+        self.max_input_tokens = min(wanted, self.profile.model_max_tokens)
+        if options.max_input_tokens and options.max_input_tokens > self.profile.model_max_tokens:
             log.warning(
                 "--max-input-tokens %d is above the model's limit; using %d",
                 options.max_input_tokens,

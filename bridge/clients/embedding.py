@@ -1,0 +1,111 @@
+"""Client of the bridge's embedding service: retries, and fail-over across several URLs."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+
+from bridge.clients.errors import ClientError
+from bridge.clients.retry import call_with_retries
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    native_dimension: int
+    min_dimension: int
+    max_dimension: int
+    max_input_tokens: int
+
+
+class EmbeddingClient:
+    """Embeds texts through one of ``urls`` (the next one is tried when one fails)."""
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        attempts: int = 6,
+    ) -> None:
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self.urls:
+            raise ValueError("at least one embedding service URL is needed")
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(timeout=timeout, headers=headers)
+        self._attempts = attempts
+        self._current = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> EmbeddingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
+        errors = []
+        for offset in range(len(self.urls)):
+            index = (self._current + offset) % len(self.urls)
+            url = self.urls[index].rstrip("/") + path
+            try:
+                response = call_with_retries(
+                    lambda url=url: self._http.request(method, url, json=body),
+                    attempts=self._attempts if len(self.urls) == 1 else 2,
+                )
+            except httpx.TransportError as exc:
+                errors.append(f"{url}: {exc.__class__.__name__}: {exc}")
+                continue
+            if response.status_code >= 500 or response.status_code == 429:
+                errors.append(f"{url}: HTTP {response.status_code}")
+                continue
+            self._current = index
+            return response
+        raise ClientError("no embedding service answered: " + "; ".join(errors))
+
+    def _check(self, response: httpx.Response) -> dict:
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:500]
+            raise ClientError(
+                f"embedding service answered {response.status_code}: {message}",
+                response.status_code,
+            )
+        return response.json()
+
+    def model_info(self) -> ModelInfo:
+        card = self._check(self._request("GET", "/v1/models"))["data"][0]
+        return ModelInfo(
+            name=card["id"],
+            native_dimension=card["native_dimension"],
+            min_dimension=card["dimensions"]["min"],
+            max_dimension=card["dimensions"]["max"],
+            max_input_tokens=card["max_input_tokens"],
+        )
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        dimensions: int | None = None,
+        input_type: str = "document",
+        instruction: str | None = None,
+    ) -> np.ndarray:
+        """An (n, d) float32 array, rows in the order of ``texts``."""
+        body: dict = {"input": list(texts), "encoding_format": "base64", "input_type": input_type}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        if instruction is not None:
+            body["instruction"] = instruction
+        data = self._check(self._request("POST", "/v1/embeddings", body))["data"]
+        data.sort(key=lambda d: d["index"])
+        return np.stack(
+            [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in data]
+        )

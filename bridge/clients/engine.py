@@ -1,0 +1,158 @@
+"""A small HTTP client for Elasticsearch and OpenSearch, with the bridge's retry policy.
+
+One client for both engines (they share the REST calls the bridge needs); it tells them
+apart by Elasticsearch's ``X-Elastic-Product`` header, so it also works on nodes that
+lack ``GET /`` (the Elasticsearch integ-test distribution).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import orjson
+
+from bridge.clients.errors import ClientError
+from bridge.clients.retry import call_with_retries
+
+EngineKind = Literal["elasticsearch", "opensearch"]
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    kind: EngineKind
+    version: str
+    license: str  # Elasticsearch license type; "oss" for OpenSearch
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+
+def _reason(body: object) -> str:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        root = (err.get("root_cause") or [{}])[0]
+        return f"{err.get('type')}: {err.get('reason') or root.get('reason')}"
+    return str(body)[:500]
+
+
+class EngineClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        api_key: str | None = None,
+        ca_file: str | None = None,
+        verify: bool = True,
+        timeout: float = 60.0,
+        attempts: int = 6,
+    ) -> None:
+        self.url = url.rstrip("/")
+        headers = {"content-type": "application/json"}
+        if api_key:
+            headers["authorization"] = f"ApiKey {api_key}"
+        auth = (username, password or "") if username else None
+        self._http = httpx.Client(
+            timeout=timeout,
+            headers=headers,
+            auth=auth,
+            verify=ca_file if ca_file else verify,
+        )
+        self._attempts = attempts
+        self._info: EngineInfo | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> EngineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict | None = None,
+        content: bytes | None = None,
+        headers: dict | None = None,
+    ) -> httpx.Response:
+        """One request with retries; the caller reads the status."""
+        data = (
+            content if content is not None else (orjson.dumps(body) if body is not None else None)
+        )
+        try:
+            return call_with_retries(
+                lambda: self._http.request(
+                    method, self.url + path, content=data, params=params, headers=headers
+                ),
+                attempts=self._attempts,
+            )
+        except httpx.TransportError as exc:
+            raise ClientError(f"cannot reach the engine at {self.url}: {exc}") from exc
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        """JSON in, JSON out; raises ``ClientError`` with the engine's reason on failure."""
+        response = self.send(method, path, body, params)
+        if response.status_code == 404 and missing_ok:
+            return None
+        try:
+            payload = response.json() if response.content else {}
+        except ValueError:
+            payload = response.text
+        if response.status_code >= 400:
+            raise ClientError(
+                f"{method} {path} failed with {response.status_code}: {_reason(payload)}",
+                response.status_code,
+                payload,
+            )
+        return payload
+
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            response = self.send("GET", "/_nodes/_local", params={"filter_path": "nodes.*.version"})
+            if response.status_code >= 400:
+                raise ClientError(
+                    f"{self.url} does not look like Elasticsearch or OpenSearch "
+                    f"(GET /_nodes answered {response.status_code})",
+                    response.status_code,
+                )
+            version = next(iter(response.json()["nodes"].values()))["version"]
+            if response.headers.get("x-elastic-product") == "Elasticsearch":
+                lic = self.request("GET", "/_license", missing_ok=True) or {}
+                license_type = lic.get("license", {}).get("type", "basic")
+                self._info = EngineInfo("elasticsearch", version, license_type)
+            else:
+                self._info = EngineInfo("opensearch", version, "oss")
+        return self._info
+
+    def bulk(self, lines: list[dict], refresh: bool = False) -> dict:
+        """Send NDJSON ``_bulk``; returns the engine's per-item answer."""
+        content = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+        params = {"refresh": "true"} if refresh else None
+        response = self.send(
+            "POST", "/_bulk", content=content, params=params,
+            headers={"content-type": "application/x-ndjson"},
+        )  # fmt: skip
+        if response.status_code >= 400:
+            raise ClientError(
+                f"_bulk failed with {response.status_code}: {_reason(response.text)}",
+                response.status_code,
+            )
+        return response.json()
+
+    def exists(self, path: str) -> bool:
+        return self.send("HEAD", path).status_code == 200

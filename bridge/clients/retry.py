@@ -1,0 +1,74 @@
+"""One retry policy for every outgoing call: connection errors, timeouts, 429 and 502-504.
+
+Exponential backoff with full jitter (tenacity); a server's ``Retry-After`` is honoured
+when it asks for longer.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from bridge.clients.errors import RETRYABLE_STATUS
+
+_jitter = wait_random_exponential(multiplier=0.5, max=30)
+
+
+def retry_after_seconds(response: httpx.Response | None) -> float | None:
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _wait(state: RetryCallState) -> float:
+    wait = _jitter(state)
+    outcome = state.outcome
+    if outcome is not None and not outcome.failed:
+        hinted = retry_after_seconds(outcome.result())
+        if hinted is not None:
+            wait = max(wait, min(hinted, 60.0))
+    return wait
+
+
+def _give_up(state: RetryCallState) -> httpx.Response:
+    assert state.outcome is not None
+    return state.outcome.result()  # the last response, or the last transport error raised
+
+
+def call_with_retries(
+    send: Callable[[], httpx.Response],
+    attempts: int = 6,
+    sleep: Callable[[float], None] = time.sleep,
+) -> httpx.Response:
+    """Call ``send`` until its answer is not retryable or attempts run out.
+
+    Returns the last response (which may still be a 429/5xx); raises the last
+    transport error when no attempt got an answer.
+    """
+    retrying = Retrying(
+        stop=stop_after_attempt(attempts),
+        wait=_wait,
+        retry=retry_if_exception_type(httpx.TransportError)
+        | retry_if_result(lambda r: r.status_code in RETRYABLE_STATUS),
+        retry_error_callback=_give_up,
+        sleep=sleep,
+    )
+    return retrying(send)
+
+
+def backoff_seconds(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))

@@ -1,0 +1,219 @@
+"""``bridge setup``, ``bridge ingest`` and ``bridge search``."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from bridge.clients.embedding import EmbeddingClient
+from bridge.clients.engine import EngineClient
+from bridge.clients.errors import ClientError
+from bridge.index.ingest import Indexer, ingest_file
+from bridge.index.search import HybridSearch, SearchOptions
+from bridge.index.setup import SetupError, read_meta, setup_index
+
+
+def connection_options(func):
+    """Options shared by the commands that talk to an engine and to the bridge."""
+    options = [
+        click.option("--engine-url", envvar="BRIDGE_ENGINE_URL", default="http://127.0.0.1:9200",
+                     show_default=True, help="Elasticsearch or OpenSearch URL."),
+        click.option("--engine-user", envvar="BRIDGE_ENGINE_USER", default=None,
+                     help="Basic-auth user of the engine."),
+        click.option("--engine-password", envvar="BRIDGE_ENGINE_PASSWORD", default=None,
+                     help="Basic-auth password of the engine."),
+        click.option("--engine-api-key", envvar="BRIDGE_ENGINE_API_KEY", default=None,
+                     help="Engine API key (sent as 'ApiKey ...')."),
+        click.option("--ca-file", envvar="BRIDGE_ENGINE_CA_FILE", default=None,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="CA bundle to verify the engine's TLS certificate."),
+        click.option("--insecure", is_flag=True, envvar="BRIDGE_ENGINE_INSECURE",
+                     help="Do not verify the engine's TLS certificate."),
+        click.option("--bridge-url", "bridge_urls", envvar="BRIDGE_URL", multiple=True,
+                     default=["http://127.0.0.1:8000"], show_default=True,
+                     help="Embedding service URL; repeat for fail-over."),
+        click.option("--bridge-api-key", envvar="BRIDGE_API_KEY", default=None,
+                     help="Bearer key of the embedding service."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+
+    @functools.wraps(func)
+    def wrapper(**kw):
+        engine = EngineClient(
+            kw.pop("engine_url"),
+            username=kw.pop("engine_user"),
+            password=kw.pop("engine_password"),
+            api_key=kw.pop("engine_api_key"),
+            ca_file=kw.pop("ca_file"),
+            verify=not kw.pop("insecure"),
+        )
+        urls = [u for raw in kw.pop("bridge_urls") for u in raw.split(",") if u]
+        embedder = EmbeddingClient(urls, api_key=kw.pop("bridge_api_key"))
+        try:
+            return func(engine=engine, embedder=embedder, **kw)
+        except (ClientError, SetupError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        finally:
+            engine.close()
+            embedder.close()
+
+    return wrapper
+
+
+def _meta_or_fail(engine: EngineClient, index: str):
+    meta = read_meta(engine, index)
+    if meta is None:
+        raise click.ClickException(
+            f"{index} was not set up by the bridge (or does not exist): run bridge setup first"
+        )
+    return meta
+
+
+@click.command()
+@connection_options
+@click.option("--index", required=True, help="Alias the applications use (NAME).")
+@click.option("--dim", type=int, required=True, help="Vector dimension; index is NAME-dD.")
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "bridge", "native"]),
+    default="auto",
+    show_default=True,
+    help="native: the engine embeds at ingest (OpenSearch ml-commons); bridge: "
+    "bridge ingest embeds; auto: native where the engine can.",
+)
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--vector-field", default="embedding", show_default=True)
+@click.option("--analyzer", default="standard", show_default=True, help="BM25 analyzer.")
+@click.option(
+    "--index-type",
+    type=click.Choice(["hnsw", "int8_hnsw", "bbq_hnsw"]),
+    default=None,
+    help="Elasticsearch dense_vector index type [default: int8_hnsw].",
+)
+@click.option("--shards", type=int, default=1, show_default=True)
+@click.option("--replicas", type=int, default=1, show_default=True)
+@click.option(
+    "--engine-bridge-url",
+    default=None,
+    help="URL the engine uses to reach the bridge [default: the first --bridge-url].",
+)
+def setup(
+    engine,
+    embedder,
+    index,
+    dim,
+    mode,
+    text_field,
+    vector_field,
+    analyzer,
+    index_type,
+    shards,
+    replicas,
+    engine_bridge_url,
+) -> None:
+    """Create NAME-dD behind alias NAME, checked against the service, with its ingest wiring."""
+    meta, notes = setup_index(
+        engine, embedder, index, dim, mode,
+        bridge_url=engine_bridge_url or embedder.urls[0],
+        api_key=None,
+        text_field=text_field, vector_field=vector_field, analyzer=analyzer,
+        index_type=index_type, shards=shards, replicas=replicas,
+    )  # fmt: skip
+    for note in notes:
+        click.echo(f"- {note}", err=True)
+    click.echo(f"{meta.alias} -> {meta.index}: {meta.mode} ingest, {meta.dim} dimensions")
+
+
+@click.command()
+@connection_options
+@click.argument("file", default="-")
+@click.option("--index", required=True, help="Alias set up with bridge setup.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--id-field", default=None, help="Document id field [default: _id, id, doc_id].")
+@click.option(
+    "--dead-letter",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append documents that finally fail here, with the reason.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def ingest(engine, embedder, file, index, batch_size, id_field, dead_letter, as_json) -> None:
+    """Ingest FILE (JSONL, BEIR corpus.jsonl too; - for stdin) into INDEX.
+
+    Each document needs the index's text field; the id comes from _id/id/doc_id, else a
+    content hash, so a rerun never duplicates. Bad lines are reported by number while the
+    rest is ingested.
+    """
+    meta = _meta_or_fail(engine, index)
+    indexer = Indexer(
+        engine, meta, embedder if meta.mode == "bridge" else None,
+        batch_size=batch_size, id_field=id_field, dead_letter=dead_letter,
+    )  # fmt: skip
+    summary = ingest_file(indexer, file)
+    engine.request("POST", f"/{meta.alias}/_refresh")
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+    else:
+        click.echo(
+            f"indexed {summary.indexed}, skipped {summary.skipped} duplicate ids, "
+            f"failed {len(summary.failed)} in {summary.seconds:.1f}s "
+            f"({summary.docs_per_second:.1f} docs/s)"
+        )
+        for failure in summary.failed[:20]:
+            where = f"line {failure.line}" if failure.line else f"id {failure.doc_id}"
+            click.echo(f"  {where}: {failure.reason}", err=True)
+        if len(summary.failed) > 20:
+            click.echo(f"  ... and {len(summary.failed) - 20} more", err=True)
+    if summary.failed:
+        raise SystemExit(1 if summary.indexed == 0 else 2)
+
+
+@click.command()
+@connection_options
+@click.argument("text")
+@click.option("--index", required=True, help="Alias set up with bridge setup.")
+@click.option(
+    "--mode",
+    type=click.Choice(["hybrid", "bm25", "knn"]),
+    default=None,
+    help="[default: the index's search profile, else hybrid]",
+)
+@click.option("--k", type=int, default=None, help="Results to return [default: 10].")
+@click.option(
+    "--fusion",
+    type=click.Choice(["rrf", "linear"]),
+    default=None,
+    help="How hybrid combines the halves [default: profile, else rrf].",
+)
+@click.option("--weights", default=None, help="Linear weights bm25,knn (e.g. 0.3,0.7).")
+@click.option(
+    "--filter", "filter_json", default=None, help="Query DSL filter (JSON) for both halves."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
+def search(engine, embedder, text, index, mode, k, fusion, weights, filter_json, as_json) -> None:
+    """Search INDEX for TEXT (embedded in query mode)."""
+    meta = _meta_or_fail(engine, index)
+    options = SearchOptions.from_profile(
+        meta.search_profile,
+        mode=mode, k=k, fusion=fusion,
+        weights=tuple(float(w) for w in weights.split(",")) if weights else None,
+        filter=json.loads(filter_json) if filter_json else None,
+    )  # fmt: skip
+    hits = HybridSearch(engine, embedder, meta).search(text, options)
+    if as_json:
+        click.echo(json.dumps([{"id": h.id, "score": h.score, "source": h.source} for h in hits]))
+        return
+    for rank, hit in enumerate(hits, start=1):
+        snippet = str(hit.source.get(meta.text_field, ""))[:100].replace("\n", " ")
+        click.echo(f"{rank:2d}. {hit.score:.4f}  {hit.id}  {snippet}")
+
+
+def register(group: click.Group) -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for command in (setup, ingest, search):
+        group.add_command(command)

@@ -1,0 +1,264 @@
+"""Ingesting documents: JSONL (BEIR ``corpus.jsonl`` too) or Python dicts into an index.
+
+Bridge-side mode embeds each batch through the service and bulks the vectors; native mode
+bulks plain documents and lets the index's default pipeline embed them. ``_id`` is the
+document's id, else a hash of its content, so a rerun never duplicates. Items the engine
+rejects with 429/5xx are retried; documents that finally fail are reported (and written
+to a dead-letter file when one is given) while the rest goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+
+from bridge.clients.embedding import EmbeddingClient
+from bridge.clients.engine import EngineClient
+from bridge.clients.errors import ClientError
+from bridge.clients.retry import backoff_seconds
+from bridge.index.setup import IndexMeta
+
+log = logging.getLogger(__name__)
+
+ID_FIELDS = ("_id", "id", "doc_id")
+
+
+@dataclass
+class Failure:
+    line: int | None
+    doc_id: str | None
+    reason: str
+    doc: dict | None = None
+
+
+@dataclass
+class IngestSummary:
+    indexed: int = 0
+    skipped: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.indexed / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "indexed": self.indexed,
+            "skipped": self.skipped,
+            "failed": len(self.failed),
+            "seconds": round(self.seconds, 2),
+            "docs_per_second": round(self.docs_per_second, 1),
+            "failures": [
+                {"line": f.line, "id": f.doc_id, "reason": f.reason} for f in self.failed[:50]
+            ],
+        }
+
+
+def read_jsonl(stream: IO[str] | IO[bytes]) -> Iterator[tuple[int, dict | Failure]]:
+    """(line number, document) for each line; a bad line yields a ``Failure`` instead."""
+    for number, raw in enumerate(stream, start=1):
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, Failure(number, None, f"not UTF-8: {exc}")
+                continue
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, Failure(number, None, f"invalid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        if not isinstance(doc, dict):
+            yield number, Failure(number, None, "a line must hold a JSON object")
+            continue
+        yield number, doc
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Indexer:
+    """Writes documents into the index described by ``meta`` (through its alias)."""
+
+    def __init__(
+        self,
+        engine: EngineClient,
+        meta: IndexMeta,
+        embedder: EmbeddingClient | None = None,
+        *,
+        batch_size: int = 64,
+        id_field: str | None = None,
+        text_fields: tuple[str, ...] | None = None,
+        item_retries: int = 5,
+        dead_letter: Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        if meta.mode == "bridge" and embedder is None:
+            raise ValueError("bridge-side ingest needs an embedding client")
+        self.engine = engine
+        self.meta = meta
+        self.embedder = embedder
+        self.batch_size = batch_size
+        self.id_field = id_field
+        # BEIR corpora have "title" and "text": both go into what is embedded.
+        self.text_fields = text_fields or ("title", meta.text_field)
+        self.item_retries = item_retries
+        self.dead_letter = dead_letter
+        self.progress = progress
+
+    def _prepare(self, line: int | None, doc: dict) -> tuple[str, dict] | Failure:
+        text = doc.get(self.meta.text_field)
+        if not isinstance(text, str) or not text.strip():
+            return Failure(
+                line, self._id_of(doc), f"missing or empty '{self.meta.text_field}'", doc
+            )
+        parts = [doc[f] for f in self.text_fields if isinstance(doc.get(f), str) and doc[f]]
+        embed_text = "\n".join(dict.fromkeys(parts))
+        body = {k: v for k, v in doc.items() if k not in ID_FIELDS and k != self.meta.vector_field}
+        doc_id = self._id_of(doc) or content_hash(embed_text)
+        body["doc_id"] = doc_id
+        body["bridge"] = {
+            "model": self.meta.model,
+            "dim": self.meta.dim,
+            "content_hash": content_hash(embed_text),
+            "indexed_at": int(time.time() * 1000),
+        }
+        body["_embed_text"] = embed_text
+        return doc_id, body
+
+    def _id_of(self, doc: dict) -> str | None:
+        fields = (self.id_field,) if self.id_field else ID_FIELDS
+        for name in fields:
+            value = doc.get(name) if name else None
+            if value is not None and value != "":
+                return str(value)
+        return None
+
+    def ingest(
+        self, docs: Iterable[tuple[int | None, dict | Failure]], total: int | None = None
+    ) -> IngestSummary:
+        summary = IngestSummary()
+        started = time.perf_counter()
+        batch: list[tuple[int | None, str, dict]] = []
+        bar = tqdm(total=total, unit="doc", disable=not self.progress, desc=self.meta.alias)
+        try:
+            for line, doc in docs:
+                prepared = doc if isinstance(doc, Failure) else self._prepare(line, doc)
+                if isinstance(prepared, Failure):
+                    summary.failed.append(prepared)
+                    bar.update(1)
+                    continue
+                batch.append((line, *prepared))
+                if len(batch) >= self.batch_size:
+                    self._flush(batch, summary, bar)
+                    batch = []
+            if batch:
+                self._flush(batch, summary, bar)
+        finally:
+            bar.close()
+        summary.seconds = time.perf_counter() - started
+        if self.dead_letter and summary.failed:
+            self._write_dead_letter(summary.failed)
+        return summary
+
+    def _flush(
+        self, batch: list[tuple[int | None, str, dict]], summary: IngestSummary, bar
+    ) -> None:
+        texts = [body.pop("_embed_text") for _, _, body in batch]
+        if self.meta.mode == "bridge":
+            assert self.embedder is not None
+            try:
+                vectors = self.embedder.embed(texts, dimensions=self.meta.dim)
+            except ClientError as exc:
+                for line, doc_id, body in batch:
+                    summary.failed.append(Failure(line, doc_id, f"embedding failed: {exc}", body))
+                bar.update(len(batch))
+                return
+            for (_, _, body), vector in zip(batch, vectors, strict=True):
+                body[self.meta.vector_field] = vector.tolist()
+        pending = {doc_id: (line, body) for line, doc_id, body in batch}
+        duplicates = len(batch) - len(pending)
+        summary.skipped += duplicates
+        for attempt in range(1, self.item_retries + 2):
+            pending = self._bulk_once(pending, summary, final=attempt > self.item_retries)
+            if not pending:
+                break
+            time.sleep(backoff_seconds(attempt))
+        bar.update(len(batch))
+        bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
+
+    def _bulk_once(
+        self, pending: dict[str, tuple[int | None, dict]], summary: IngestSummary, final: bool
+    ) -> dict[str, tuple[int | None, dict]]:
+        lines: list[dict] = []
+        for doc_id, (_, body) in pending.items():
+            lines += [{"index": {"_index": self.meta.alias, "_id": doc_id}}, body]
+        try:
+            answer = self.engine.bulk(lines)
+        except ClientError as exc:
+            if final:
+                for doc_id, (line, body) in pending.items():
+                    summary.failed.append(Failure(line, doc_id, f"bulk failed: {exc}", body))
+                return {}
+            return pending
+        retry: dict[str, tuple[int | None, dict]] = {}
+        for item in answer.get("items", []):
+            result = next(iter(item.values()))
+            doc_id = result.get("_id")
+            status = result.get("status", 500)
+            if doc_id not in pending:
+                continue
+            if status < 300:
+                summary.indexed += 1
+            elif (status == 429 or status >= 500) and not final:
+                retry[doc_id] = pending[doc_id]
+            else:
+                error = result.get("error", {})
+                reason = f"{error.get('type')}: {error.get('reason')}" if error else str(status)
+                line, body = pending[doc_id]
+                summary.failed.append(Failure(line, doc_id, f"engine refused: {reason}", body))
+        return retry
+
+    def _write_dead_letter(self, failures: list[Failure]) -> None:
+        assert self.dead_letter is not None
+        with self.dead_letter.open("a", encoding="utf-8") as out:
+            for f in failures:
+                doc = dict(f.doc or {})
+                doc.pop(self.meta.vector_field, None)
+                doc.pop("bridge", None)
+                if f.doc_id and "_id" not in doc:
+                    doc["_id"] = f.doc_id
+                out.write(json.dumps({"line": f.line, "reason": f.reason, "doc": doc}) + "\n")
+
+
+def ingest_file(indexer: Indexer, path: str, show_total: bool = True) -> IngestSummary:
+    """Ingest a JSONL file (``-`` for standard input)."""
+    import sys
+
+    if path == "-":
+        return indexer.ingest(read_jsonl(sys.stdin.buffer))
+    total = None
+    if show_total:
+        with open(path, "rb") as f:
+            total = sum(1 for line in f if line.strip())
+    with open(path, "rb") as f:
+        return indexer.ingest(read_jsonl(f), total=total)
+
+
+def as_docs(items: Iterable[dict[str, Any]]) -> Iterator[tuple[None, dict]]:
+    """Adapt plain dicts (the Python API) to ``Indexer.ingest``."""
+    for doc in items:
+        yield None, doc

@@ -1,0 +1,186 @@
+"""Hybrid BM25 + kNN search, built per engine.
+
+The query text is embedded by the bridge in *query* mode (with the model's instruction),
+so both ingest modes search the same way. OpenSearch gets one ``hybrid`` query with an
+inline search pipeline (min-max linear or RRF); Elasticsearch runs the two halves and the
+bridge fuses them (RRF, or normalised linear), which works with a basic license.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from bridge.clients.embedding import EmbeddingClient
+from bridge.clients.engine import EngineClient
+from bridge.index.setup import IndexMeta
+
+SearchMode = Literal["hybrid", "bm25", "knn"]
+Fusion = Literal["rrf", "linear"]
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    source: dict
+
+
+@dataclass
+class SearchOptions:
+    mode: SearchMode = "hybrid"
+    k: int = 10
+    fusion: Fusion = "rrf"
+    weights: tuple[float, float] = (0.3, 0.7)  # (bm25, knn) for linear fusion
+    rrf_k: int = 60
+    window: int = 100  # candidates per half before fusion
+    filter: dict | None = None
+    instruction: str | None = None
+
+    @classmethod
+    def from_profile(cls, profile: dict | None, **overrides) -> SearchOptions:
+        """Options from an index's saved search profile, then explicit overrides."""
+        base = dict(profile or {})
+        if "weights" in base:
+            base["weights"] = tuple(base["weights"])
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in base.items() if k in known})
+
+
+def rrf(rankings: Sequence[Sequence[str]], k: int = 60) -> dict[str, float]:
+    """Reciprocal rank fusion: sum of 1 / (k + rank) over the rankings (rank from 1)."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, doc_id in enumerate(ranking, start=1):
+            scores[doc_id] = scores.get(doc_id, 0.0) + 1.0 / (k + rank)
+    return scores
+
+
+def min_max_linear(
+    results: Sequence[dict[str, float]], weights: Sequence[float]
+) -> dict[str, float]:
+    """Weighted sum of min-max normalised scores (a missing document scores 0 in a half)."""
+    fused: dict[str, float] = {}
+    for scores, weight in zip(results, weights, strict=True):
+        if not scores:
+            continue
+        low, high = min(scores.values()), max(scores.values())
+        span = high - low
+        for doc_id, score in scores.items():
+            norm = (score - low) / span if span > 0 else 1.0
+            fused[doc_id] = fused.get(doc_id, 0.0) + weight * norm
+    return fused
+
+
+class HybridSearch:
+    def __init__(self, engine: EngineClient, embedder: EmbeddingClient | None, meta: IndexMeta):
+        self.engine = engine
+        self.embedder = embedder
+        self.meta = meta
+
+    def _vector(self, text: str, options: SearchOptions) -> list[float]:
+        if self.embedder is None:
+            raise ValueError("kNN and hybrid search need an embedding client")
+        vec = self.embedder.embed(
+            [text], dimensions=self.meta.dim, input_type="query", instruction=options.instruction
+        )
+        return vec[0].tolist()
+
+    def _bm25(self, text: str, options: SearchOptions) -> dict:
+        match = {"match": {self.meta.text_field: text}}
+        if options.filter:
+            return {"bool": {"must": match, "filter": options.filter}}
+        return match
+
+    def search(self, text: str, options: SearchOptions | None = None) -> list[Hit]:
+        options = options or SearchOptions()
+        kind = self.engine.info().kind
+        if options.mode == "bm25":
+            return self._run({"size": options.k, "query": self._bm25(text, options)})
+        vector = self._vector(text, options)
+        if kind == "opensearch":
+            return self._opensearch(text, vector, options)
+        return self._elasticsearch(text, vector, options)
+
+    def _run(self, body: dict, params: dict | None = None) -> list[Hit]:
+        body = {"_source": {"excludes": [self.meta.vector_field]}, **body}
+        answer = self.engine.request("POST", f"/{self.meta.alias}/_search", body, params)
+        return [Hit(h["_id"], h["_score"] or 0.0, h["_source"]) for h in answer["hits"]["hits"]]
+
+    # OpenSearch: knn query, and the hybrid query with an inline search pipeline.
+    def _os_knn(self, vector: list[float], options: SearchOptions, k: int) -> dict:
+        knn: dict = {"vector": vector, "k": k}
+        if options.filter:
+            knn["filter"] = options.filter
+        return {"knn": {self.meta.vector_field: knn}}
+
+    def _opensearch(self, text: str, vector: list[float], options: SearchOptions) -> list[Hit]:
+        if options.mode == "knn":
+            return self._run({"size": options.k, "query": self._os_knn(vector, options, options.k)})
+        if options.fusion == "rrf":
+            processor = {
+                "score-ranker-processor": {
+                    "combination": {"technique": "rrf", "rank_constant": options.rrf_k}
+                }
+            }
+        else:
+            processor = {
+                "normalization-processor": {
+                    "normalization": {"technique": "min_max"},
+                    "combination": {
+                        "technique": "arithmetic_mean",
+                        "parameters": {"weights": list(options.weights)},
+                    },
+                }
+            }
+        body = {
+            "size": options.k,
+            "query": {
+                "hybrid": {
+                    "pagination_depth": options.window,
+                    "queries": [
+                        self._bm25(text, options),
+                        self._os_knn(vector, options, options.window),
+                    ],
+                }
+            },
+            "search_pipeline": {"phase_results_processors": [processor]},
+        }
+        return self._run(body)
+
+    # Elasticsearch: two searches fused here (basic license).
+    def _es_knn(self, vector: list[float], options: SearchOptions, k: int) -> dict:
+        knn: dict = {
+            "field": self.meta.vector_field,
+            "query_vector": vector,
+            "k": k,
+            "num_candidates": max(k * 2, 100),
+        }
+        if options.filter:
+            knn["filter"] = options.filter
+        return knn
+
+    def _elasticsearch(self, text: str, vector: list[float], options: SearchOptions) -> list[Hit]:
+        if options.mode == "knn":
+            return self._run({"size": options.k, "knn": self._es_knn(vector, options, options.k)})
+        lexical = self._run({"size": options.window, "query": self._bm25(text, options)})
+        semantic = self._run(
+            {"size": options.window, "knn": self._es_knn(vector, options, options.window)}
+        )
+        return fuse(lexical, semantic, options)
+
+
+def fuse(lexical: list[Hit], semantic: list[Hit], options: SearchOptions) -> list[Hit]:
+    """Combine two ranked lists in the bridge (RRF or min-max linear)."""
+    sources = {h.id: h.source for h in [*semantic, *lexical]}
+    if options.fusion == "rrf":
+        scores = rrf([[h.id for h in lexical], [h.id for h in semantic]], options.rrf_k)
+    else:
+        scores = min_max_linear(
+            [{h.id: h.score for h in lexical}, {h.id: h.score for h in semantic}],
+            options.weights,
+        )
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: options.k]
+    return [Hit(doc_id, score, sources[doc_id]) for doc_id, score in ranked]
