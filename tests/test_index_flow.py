@@ -1,0 +1,145 @@
+"""setup -> ingest -> search against real engines and a real bridge server (minilm)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from bridge.clients.embedding import EmbeddingClient
+from bridge.clients.engine import EngineClient
+from bridge.index.ingest import Indexer, read_jsonl
+from bridge.index.search import HybridSearch, SearchOptions
+from bridge.index.setup import SetupError, read_meta, setup_index
+
+from conftest import live_server, make_service
+
+pytestmark = pytest.mark.engine
+
+DOCS = [
+    {"_id": "espresso", "text": "Espresso forces hot water through finely ground coffee."},
+    {"_id": "tea", "text": "Green tea leaves are steamed soon after picking."},
+    {"_id": "shards", "text": "Replicas keep shards available when a node fails."},
+    {
+        "_id": "bm25",
+        "text": "BM25 ranks documents by term frequency and inverse document frequency.",
+    },
+    {"_id": "zebra", "text": "The zebra xylophone quintessence is a nonsense keyword sentence."},
+    {"id": 7, "text": "Sourdough bread rises with wild yeast."},
+    {"text": "A document without any id gets a content hash as its id."},
+]
+
+
+def jsonl(docs, extra: bytes = b"") -> io.BytesIO:
+    return io.BytesIO(b"\n".join(json.dumps(d).encode() for d in docs) + b"\n" + extra)
+
+
+@pytest.fixture(scope="module")
+def bridge():
+    with live_server(make_service("minilm")) as server, EmbeddingClient(server.url) as client:
+        yield server.url, client
+
+
+@pytest.fixture(scope="module", params=["opensearch-native", "opensearch-bridge", "elasticsearch"])
+def indexed(request, bridge):
+    engine_name, _, mode = request.param.partition("-")
+    url = request.getfixturevalue(f"{engine_name}_url")
+    bridge_url, embedder = bridge
+    engine = EngineClient(url)
+    alias = f"flow-{request.param}"
+    meta, notes = setup_index(
+        engine, embedder, alias, 384, mode or "auto", bridge_url=bridge_url, replicas=0
+    )
+    bad = b'{"text": "ok line"}\n{not json\n{"title": "no text"}\n"a string"\n\xff\xfe\n'
+    summary = Indexer(engine, meta, embedder, batch_size=3, progress=False).ingest(
+        read_jsonl(jsonl(DOCS, bad))
+    )
+    engine.request("POST", f"/{alias}/_refresh")
+    yield engine, embedder, meta, summary, notes
+    engine.close()
+
+
+def test_setup_picks_the_mode_the_engine_allows(indexed):
+    engine, _, meta, _, notes = indexed
+    kind = engine.info().kind
+    assert meta.index == f"{meta.alias}-d384"
+    if kind == "elasticsearch":
+        assert meta.mode == "bridge"
+        assert any("basic license" in n for n in notes)
+    mapping = engine.request("GET", f"/{meta.alias}/_mapping")
+    assert list(mapping) == [meta.index]  # the alias reaches the physical index
+    assert read_meta(engine, meta.alias).dim == 384
+
+
+def test_bad_lines_reported_rest_ingested(indexed):
+    _, _, _, summary, _ = indexed
+    assert summary.indexed == len(DOCS) + 1
+    lines = sorted(f.line for f in summary.failed)
+    assert lines == [9, 10, 11, 12]
+    reasons = " ".join(f.reason for f in summary.failed)
+    assert "invalid JSON" in reasons and "missing or empty 'text'" in reasons
+    assert "JSON object" in reasons and "not UTF-8" in reasons
+
+
+def test_vectors_have_the_right_dimension_and_docs_find_themselves(indexed):
+    engine, embedder, meta, _, _ = indexed
+    # Elasticsearch 9 leaves vectors out of _source unless asked.
+    params = {"_source_exclude_vectors": "false"} if engine.info().kind == "elasticsearch" else None
+    doc = engine.request("GET", f"/{meta.alias}/_doc/espresso", params=params)["_source"]
+    assert len(doc[meta.vector_field]) == 384
+    assert doc["bridge"]["model"] == "minilm" and doc["bridge"]["dim"] == 384
+    expected = embedder.embed([DOCS[0]["text"]], dimensions=384)[0]
+    assert float(np.dot(expected, np.array(doc[meta.vector_field]))) >= 0.999
+    hits = HybridSearch(engine, embedder, meta)
+    for d in DOCS[:5]:
+        # A document's own text, as a document-mode vector, is its own nearest neighbour.
+        vec = embedder.embed([d["text"]], dimensions=384)[0].tolist()
+        body = (
+            {"size": 1, "query": {"knn": {meta.vector_field: {"vector": vec, "k": 1}}}}
+            if engine.info().kind == "opensearch"
+            else {"size": 1, "knn": {"field": meta.vector_field, "query_vector": vec, "k": 1,
+                                      "num_candidates": 20}}
+        )  # fmt: skip
+        assert hits._run(body)[0].id == d["_id"]
+
+
+def test_reingest_does_not_duplicate(indexed):
+    engine, embedder, meta, _, _ = indexed
+    before = engine.request("GET", f"/{meta.alias}/_count")["count"]
+    again = Indexer(engine, meta, embedder, progress=False).ingest(read_jsonl(jsonl(DOCS)))
+    engine.request("POST", f"/{meta.alias}/_refresh")
+    assert again.indexed == len(DOCS)
+    assert engine.request("GET", f"/{meta.alias}/_count")["count"] == before
+    ids = {
+        h["_id"]
+        for h in engine.request("POST", f"/{meta.alias}/_search", {"size": 50})["hits"]["hits"]
+    }
+    assert {"espresso", "7"} <= ids
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "linear"])
+def test_hybrid_covers_both_halves(indexed, fusion):
+    engine, embedder, meta, _, _ = indexed
+    search = HybridSearch(engine, embedder, meta)
+    query = "zebra xylophone how is coffee brewed"
+    bm25 = [h.id for h in search.search(query, SearchOptions(mode="bm25", k=1))]
+    knn = [h.id for h in search.search("how is coffee brewed", SearchOptions(mode="knn", k=1))]
+    assert bm25 == ["zebra"] and knn == ["espresso"]
+    hybrid = [h.id for h in search.search(query, SearchOptions(k=3, fusion=fusion))]
+    assert {"zebra", "espresso"} <= set(hybrid)
+
+
+def test_filter_passes_to_both_halves(indexed):
+    engine, embedder, meta, _, _ = indexed
+    search = HybridSearch(engine, embedder, meta)
+    only = {"terms": {"doc_id": ["tea", "shards"]}}
+    hits = search.search("coffee espresso", SearchOptions(k=5, filter=only))
+    assert hits and {h.id for h in hits} <= {"tea", "shards"}
+
+
+def test_dimension_mismatch_is_refused(bridge, opensearch_url):
+    _, embedder = bridge
+    with EngineClient(opensearch_url) as engine, pytest.raises(SetupError, match="384..384"):
+        setup_index(engine, embedder, "wrong-dim", 128, "bridge")
