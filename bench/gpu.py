@@ -1,0 +1,338 @@
+"""GPU benchmark: Qwen3-Embedding-4B (architecture, random weights, or real weights) —
+our service against sentence-transformers and plain transformers, in one run.
+
+    python bench/gpu.py --out $OUT/gpu.json            # builds the 4B architecture
+    python bench/gpu.py --model /path/to/Qwen3-Embedding-4B
+
+Random weights give the same FLOPs and memory traffic as the real checkpoint. Texts are
+made of single-token words so that token counts are exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gc
+import json
+import math
+import os
+import random
+import socket
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+END_ID = 151643
+QWEN3_4B = dict(
+    vocab_size=151665, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+    num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+    rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+)  # fmt: skip
+VOCAB_WORDS = 20000
+
+
+def word(i: int) -> str:
+    return f"w{i}"
+
+
+def build_model_dir(path: Path, layers: int | None) -> Path:
+    """Qwen3-Embedding-4B architecture with random bf16 weights, a word-level tokenizer
+    (one token a word, ending every input with 151643) and sentence-transformers files."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+    if (path / "config.json").exists():
+        return path
+    config = Qwen3Config(**{**QWEN3_4B, **({"num_hidden_layers": layers} if layers else {})})
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Qwen3Model(config).to(torch.bfloat16)
+    model.save_pretrained(path)
+    del model
+    torch.cuda.empty_cache()
+    vocab = {"[UNK]": 0, "<|endoftext|>": END_ID}
+    for i in range(VOCAB_WORDS):
+        vocab[word(i)] = 1000 + i
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A <|endoftext|>", special_tokens=[("<|endoftext|>", END_ID)]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="<|endoftext|>",
+        eos_token="<|endoftext|>", model_max_length=32768,
+    ).save_pretrained(path)  # fmt: skip
+    kinds = [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]
+    modules = [
+        {"idx": i, "name": str(i), "path": p, "type": f"sentence_transformers.models.{k}"}
+        for i, (p, k) in enumerate(kinds)
+    ]
+    (path / "modules.json").write_text(json.dumps(modules))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": config.hidden_size, "pooling_mode_lasttoken": True}
+    ))  # fmt: skip
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 8192}))
+    (path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {}}))
+    return path
+
+
+def texts_of_lengths(lengths: list[int], seed: int) -> list[str]:
+    """Texts of exactly ``n - 1`` words (the tokenizer adds the end token: n tokens)."""
+    rng = random.Random(seed)
+    return [" ".join(word(rng.randrange(VOCAB_WORDS)) for _ in range(n - 1)) for n in lengths]
+
+
+def mixed_lengths(n: int, seed: int = 1) -> list[int]:
+    rng = random.Random(seed)
+    return [int(min(1024, max(8, rng.lognormvariate(math.log(120), 0.9)))) for _ in range(n)]
+
+
+def sync_time(fn) -> float:
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def gemm_ceiling() -> float:
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    seconds = sync_time(lambda: [a @ b for _ in range(20)]) / 20
+    return 2 * 8192**3 / seconds / 1e12
+
+
+def run_st(model_dir: Path, texts: list[str], batch_size: int) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(model_dir), device="cuda", model_kwargs={"dtype": torch.bfloat16})
+    st.encode(texts[:64], batch_size=batch_size)
+    torch.cuda.reset_peak_memory_stats()
+
+    def encode() -> None:
+        st.encode(texts, batch_size=batch_size)
+
+    seconds = sync_time(encode)
+    peak = torch.cuda.max_memory_allocated()
+    return {"seconds": seconds, "peak_gpu_bytes": peak, "batch_size": batch_size}
+
+
+def run_ours_inprocess(service, texts: list[str], per_request: int = 32) -> dict:
+    service.embed_sync(texts[:64])
+    torch.cuda.reset_peak_memory_stats()
+
+    def go() -> None:
+        futures = [
+            service.batcher.submit(service.prepare(texts[i : i + per_request]))
+            for i in range(0, len(texts), per_request)
+        ]
+        for f in futures:
+            f.result()
+
+    seconds = sync_time(go)
+    return {"seconds": seconds, "peak_gpu_bytes": torch.cuda.max_memory_allocated()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_http(service):
+    import httpx
+    import uvicorn
+
+    from bridge.server.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning")
+    )
+    threading.Thread(target=server.run, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("server not ready")
+
+
+def run_http(url: str, texts: list[str], clients: int, per_request: int) -> dict:
+    import httpx
+    import numpy as np
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    with httpx.Client(timeout=600, limits=limits) as http:
+
+        def send(chunk: list[str]) -> int:
+            r = http.post(
+                url + "/v1/embeddings", json={"input": chunk, "encoding_format": "base64"}
+            )
+            r.raise_for_status()
+            return len(
+                [np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in r.json()["data"]]
+            )
+
+        send(texts[:8])
+        chunks = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            done = sum(pool.map(send, chunks))
+        seconds = time.perf_counter() - started
+    assert done == len(texts)
+    return {"seconds": seconds, "clients": clients, "texts_per_request": per_request}
+
+
+def latency(url: str, texts: list[list[str]], n: int) -> dict:
+    import httpx
+
+    times = []
+    with httpx.Client(timeout=60) as http:
+        for i in range(n + 10):
+            body = {"input": texts[i % len(texts)], "encoding_format": "base64"}
+            started = time.perf_counter()
+            http.post(url + "/v1/embeddings", json=body).raise_for_status()
+            if i >= 10:
+                times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return {
+        "n": n,
+        "p50_ms": statistics.median(times),
+        "p95_ms": times[int(0.95 * (len(times) - 1))],
+        "p99_ms": times[int(0.99 * (len(times) - 1))],
+    }
+
+
+def reference_check(model_dir: Path, service, texts: list[str]) -> float:
+    """Minimum cosine of ours against plain transformers (bf16, left pad, last token)."""
+    import torch.nn.functional as F
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = AutoModel.from_pretrained(model_dir, dtype=torch.bfloat16).cuda().eval()
+    batch = tokenizer(texts, padding=True, return_tensors="pt").to("cuda")
+    with torch.inference_mode():
+        ref = F.normalize(model(**batch).last_hidden_state[:, -1].float(), dim=-1).cpu()
+    del model
+    torch.cuda.empty_cache()
+    ours = torch.from_numpy(service.embed_sync(texts).vectors)
+    return float((ours * ref).sum(-1).min())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--model", default=None, help="Real weights; default builds the 4B architecture."
+    )
+    parser.add_argument("--build-dir", type=Path, default=Path("/tmp/qwen3-4b-random"))
+    parser.add_argument("--layers", type=int, default=None, help="Fewer layers for a smoke run.")
+    parser.add_argument("--texts", type=int, default=4096)
+    parser.add_argument("--fixed", type=int, default=1024, help="Texts of exactly 512 tokens.")
+    parser.add_argument("--max-batch-tokens", type=int, default=32768)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--skip-st", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/gpu.json"))
+    args = parser.parse_args()
+
+    from bridge.model.service import EmbeddingService, ServiceOptions
+
+    result: dict = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    import transformers
+
+    result["transformers"] = transformers.__version__
+    result["gemm_bf16_tflops"] = gemm_ceiling()
+    print(f"GEMM ceiling {result['gemm_bf16_tflops']:.0f} TFLOP/s", flush=True)
+    model_dir = Path(args.model) if args.model else build_model_dir(args.build_dir, args.layers)
+
+    mixed = texts_of_lengths(mixed_lengths(args.texts), seed=2)
+    fixed = texts_of_lengths([512] * args.fixed, seed=3)
+    mixed_tokens = sum(len(t.split()) + 1 for t in mixed)
+    fixed_tokens = 512 * len(fixed)
+    result["workloads"] = {"mixed_tokens": mixed_tokens, "fixed_tokens": fixed_tokens}
+
+    if not args.skip_st:
+        for name, texts, tokens in (
+            ("mixed", mixed, mixed_tokens),
+            ("fixed512", fixed, fixed_tokens),
+        ):
+            for bs in (32, 128):
+                r = run_st(model_dir, texts, bs)
+                gc.collect()
+                torch.cuda.empty_cache()
+                r["tokens_per_s"] = tokens / r["seconds"]
+                result[f"st_{name}_bs{bs}"] = r
+                print(
+                    f"sentence-transformers {name} bs{bs}: {r['tokens_per_s']:.0f} tok/s",
+                    flush=True,
+                )
+
+    service = EmbeddingService.from_options(
+        ServiceOptions(model=str(model_dir), device="cuda", max_batch_tokens=args.max_batch_tokens)
+    )
+    params = sum(p.numel() for p in service.embedder.model.parameters())
+    result["parameters"] = params
+    result["cosine_min_vs_transformers"] = reference_check(model_dir, service, mixed[:64])
+    print(f"cosine vs transformers: {result['cosine_min_vs_transformers']:.5f}", flush=True)
+    for name, texts, tokens in (("mixed", mixed, mixed_tokens), ("fixed512", fixed, fixed_tokens)):
+        r = run_ours_inprocess(service, texts)
+        r["tokens_per_s"] = tokens / r["seconds"]
+        flops = 2 * (params - QWEN3_4B["vocab_size"] * QWEN3_4B["hidden_size"]) * tokens
+        r["tflops"] = flops / r["seconds"] / 1e12
+        result[f"ours_inprocess_{name}"] = r
+        print(f"ours in-process {name}: {r['tokens_per_s']:.0f} tok/s", flush=True)
+
+    server, url = start_http(service)
+    r = run_http(url, mixed, args.clients, 32)
+    r["tokens_per_s"] = mixed_tokens / r["seconds"]
+    result["ours_http_mixed"] = r
+    print(f"ours over HTTP mixed: {r['tokens_per_s']:.0f} tok/s", flush=True)
+    short = [[t] for t in texts_of_lengths([16] * 50, seed=4)]
+    ten = [texts_of_lengths([128] * 10, seed=5 + i) for i in range(20)]
+    result["latency_one_query_16"] = latency(url, short, 200)
+    result["latency_10x128"] = latency(url, ten, 200)
+    print(f"latency 1x16: {result['latency_one_query_16']}", flush=True)
+    print(f"latency 10x128: {result['latency_10x128']}", flush=True)
+    longest = texts_of_lengths([service.max_input_tokens] * 4, seed=9)
+    torch.cuda.reset_peak_memory_stats()
+    service.embed_sync(longest)
+    result["longest_input_tokens"] = service.max_input_tokens
+    result["longest_input_peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
+    server.should_exit = True
+
+    if "st_mixed_bs128" in result:
+        result["ratio_inprocess_vs_st128_mixed"] = (
+            result["ours_inprocess_mixed"]["tokens_per_s"]
+            / result["st_mixed_bs128"]["tokens_per_s"]
+        )
+        result["ratio_http_vs_st128_mixed"] = (
+            result["ours_http_mixed"]["tokens_per_s"] / result["st_mixed_bs128"]["tokens_per_s"]
+        )
+    result["fixed512_fraction_of_gemm"] = (
+        result["ours_inprocess_fixed512"]["tflops"] / result["gemm_bf16_tflops"]
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=1))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
