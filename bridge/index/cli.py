@@ -213,7 +213,105 @@ def search(engine, embedder, text, index, mode, k, fusion, weights, filter_json,
         click.echo(f"{rank:2d}. {hit.score:.4f}  {hit.id}  {snippet}")
 
 
+@click.command(name="eval")
+@connection_options
+@click.option(
+    "--corpus",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="BEIR corpus.jsonl (_id, title, text).",
+)
+@click.option(
+    "--queries",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="BEIR queries.jsonl (_id, text).",
+)
+@click.option(
+    "--qrels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="BEIR qrels .tsv (query-id, corpus-id, score).",
+)
+@click.option("--index", required=True, help="Alias to evaluate (set up and filled if empty).")
+@click.option(
+    "--dim",
+    type=int,
+    default=None,
+    help="Dimension if the index must be created [default: the model's native].",
+)
+@click.option("--modes", default="bm25,knn,hybrid", show_default=True)
+@click.option(
+    "--tune",
+    is_flag=True,
+    help="Try RRF and linear fusions, report the best and save it as the index's "
+    "search profile (used by bridge search by default).",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the results as JSON here.",
+)
+def evaluate_command(
+    engine, embedder, corpus, queries, qrels, index, dim, modes, tune, json_out
+) -> None:
+    """nDCG@10, recall@100 and MRR@10 per search mode on BEIR-format data."""
+    from bridge.index import evaluate as ev
+    from bridge.index.setup import write_meta
+
+    meta = read_meta(engine, index)
+    if meta is None:
+        dim = dim or embedder.model_info().native_dimension
+        meta, notes = setup_index(engine, embedder, index, dim, "auto", bridge_url=embedder.urls[0])
+        for note in notes:
+            click.echo(f"- {note}", err=True)
+    if engine.request("GET", f"/{meta.alias}/_count")["count"] == 0:
+        click.echo(f"ingesting {corpus} into {meta.alias}", err=True)
+        indexer = Indexer(engine, meta, embedder if meta.mode == "bridge" else None)
+        summary = ingest_file(indexer, str(corpus))
+        engine.request("POST", f"/{meta.alias}/_refresh")
+        click.echo(f"indexed {summary.indexed}, failed {len(summary.failed)}", err=True)
+    qrels_map = ev.load_qrels(qrels)
+    query_map = {q: t for q, t in ev.load_queries(queries).items() if q in qrels_map}
+    halves = ev.fetch_halves(HybridSearch(engine, embedder, meta), query_map)
+    profile = SearchOptions.from_profile(meta.search_profile)
+    current = {
+        "mode": "hybrid",
+        "fusion": profile.fusion,
+        "rrf_k": profile.rrf_k,
+        "weights": list(profile.weights),
+        "normalization": profile.normalization,
+    }
+    wanted = [m.strip() for m in modes.split(",") if m.strip()]
+    results = {
+        m: ev.evaluate(run, qrels_map) for m, run in ev.mode_runs(halves, wanted, current).items()
+    }
+    payload: dict = {"index": meta.alias, "modes": ev.as_json(results)}
+    if tune:
+        best, best_scores, tried = ev.tune(halves, qrels_map)
+        label = "tuned: " + (
+            f"rrf k={best['rrf_k']}"
+            if best["fusion"] == "rrf"
+            else f"{best['normalization']} w={best['weights']}"
+        )
+        results[label] = best_scores
+        meta.search_profile = best
+        write_meta(engine, meta)
+        payload["tuned"] = {
+            "profile": best,
+            "scores": ev.as_json({"best": best_scores})["best"],
+            "tried": len(tried),
+        }
+    click.echo(ev.scores_table(results))
+    if tune:
+        click.echo(f"saved search profile of {meta.alias}: {json.dumps(meta.search_profile)}")
+    if json_out:
+        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+
+
 def register(group: click.Group) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    for command in (setup, ingest, search):
+    for command in (setup, ingest, search, evaluate_command):
         group.add_command(command)

@@ -18,6 +18,7 @@ from bridge.index.setup import IndexMeta
 
 SearchMode = Literal["hybrid", "bm25", "knn"]
 Fusion = Literal["rrf", "linear"]
+Normalization = Literal["min_max", "z_score"]
 
 
 @dataclass
@@ -34,6 +35,7 @@ class SearchOptions:
     fusion: Fusion = "rrf"
     weights: tuple[float, float] = (0.3, 0.7)  # (bm25, knn) for linear fusion
     rrf_k: int = 60
+    normalization: Normalization = "min_max"  # for linear fusion
     window: int = 100  # candidates per half before fusion
     filter: dict | None = None
     instruction: str | None = None
@@ -58,19 +60,34 @@ def rrf(rankings: Sequence[Sequence[str]], k: int = 60) -> dict[str, float]:
     return scores
 
 
-def min_max_linear(
-    results: Sequence[dict[str, float]], weights: Sequence[float]
+def normalize_scores(scores: dict[str, float], how: Normalization) -> dict[str, float]:
+    """Min-max to [0, 1], or z-score (mean 0, unit deviation) within one result list."""
+    if not scores:
+        return {}
+    values = list(scores.values())
+    if how == "z_score":
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        return {d: (v - mean) / std if std > 0 else 0.0 for d, v in scores.items()}
+    low, high = min(values), max(values)
+    span = high - low
+    return {d: (v - low) / span if span > 0 else 1.0 for d, v in scores.items()}
+
+
+def linear_fusion(
+    results: Sequence[dict[str, float]],
+    weights: Sequence[float],
+    how: Normalization = "min_max",
 ) -> dict[str, float]:
-    """Weighted sum of min-max normalised scores (a missing document scores 0 in a half)."""
+    """Weighted sum of normalised scores; a document missing from a list gets that list's
+    lowest normalised score (0 for min-max)."""
     fused: dict[str, float] = {}
-    for scores, weight in zip(results, weights, strict=True):
-        if not scores:
-            continue
-        low, high = min(scores.values()), max(scores.values())
-        span = high - low
-        for doc_id, score in scores.items():
-            norm = (score - low) / span if span > 0 else 1.0
-            fused[doc_id] = fused.get(doc_id, 0.0) + weight * norm
+    normalized = [normalize_scores(scores, how) for scores in results]
+    every = set().union(*normalized) if normalized else set()
+    for scores, weight in zip(normalized, weights, strict=True):
+        floor = min(scores.values()) if scores else 0.0
+        for doc_id in every:
+            fused[doc_id] = fused.get(doc_id, 0.0) + weight * scores.get(doc_id, floor)
     return fused
 
 
@@ -128,7 +145,7 @@ class HybridSearch:
         else:
             processor = {
                 "normalization-processor": {
-                    "normalization": {"technique": "min_max"},
+                    "normalization": {"technique": options.normalization},
                     "combination": {
                         "technique": "arithmetic_mean",
                         "parameters": {"weights": list(options.weights)},
@@ -178,9 +195,10 @@ def fuse(lexical: list[Hit], semantic: list[Hit], options: SearchOptions) -> lis
     if options.fusion == "rrf":
         scores = rrf([[h.id for h in lexical], [h.id for h in semantic]], options.rrf_k)
     else:
-        scores = min_max_linear(
+        scores = linear_fusion(
             [{h.id: h.score for h in lexical}, {h.id: h.score for h in semantic}],
             options.weights,
+            options.normalization,
         )
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: options.k]
     return [Hit(doc_id, score, sources[doc_id]) for doc_id, score in ranked]
