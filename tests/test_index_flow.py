@@ -143,3 +143,26 @@ def test_dimension_mismatch_is_refused(bridge, opensearch_url):
     _, embedder = bridge
     with EngineClient(opensearch_url) as engine, pytest.raises(SetupError, match="384..384"):
         setup_index(engine, embedder, "wrong-dim", 128, "bridge")
+
+
+def test_native_ingest_sends_the_bridge_key(opensearch_url):
+    from bridge.server.app import ServerSettings
+
+    service = make_service("minilm")
+    with (
+        live_server(service, ServerSettings(api_keys=["s3cret"])) as server,
+        EngineClient(opensearch_url) as engine,
+        EmbeddingClient(server.url, "s3cret") as emb,
+    ):
+        meta, _ = setup_index(
+            engine, emb, "keyed", 384, "native", bridge_url=server.url, api_key="s3cret",
+            replicas=0,
+        )  # fmt: skip
+        summary = Indexer(engine, meta, progress=False).ingest(read_jsonl(jsonl(DOCS[:2])))
+        assert summary.indexed == 2 and not summary.failed
+        doc = engine.request("GET", "/keyed/_doc/tea")["_source"]
+        assert len(doc[meta.vector_field]) == 384
+        connectors = engine.request(
+            "POST", "/_plugins/_ml/connectors/_search", {"query": {"match_all": {}}}
+        )
+        assert "s3cret" not in json.dumps(connectors), "the key must be stored encrypted"

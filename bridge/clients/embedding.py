@@ -33,6 +33,7 @@ class EmbeddingClient:
         attempts: int = 6,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
+        self.api_key = api_key
         if not self.urls:
             raise ValueError("at least one embedding service URL is needed")
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}

@@ -120,7 +120,7 @@ def setup(
     meta, notes = setup_index(
         engine, embedder, index, dim, mode,
         bridge_url=engine_bridge_url or embedder.urls[0],
-        api_key=None,
+        api_key=embedder.api_key,
         text_field=text_field, vector_field=vector_field, analyzer=analyzer,
         index_type=index_type, shards=shards, replicas=replicas,
     )  # fmt: skip
@@ -264,7 +264,15 @@ def evaluate_command(
     meta = read_meta(engine, index)
     if meta is None:
         dim = dim or embedder.model_info().native_dimension
-        meta, notes = setup_index(engine, embedder, index, dim, "auto", bridge_url=embedder.urls[0])
+        meta, notes = setup_index(
+            engine,
+            embedder,
+            index,
+            dim,
+            "auto",
+            bridge_url=embedder.urls[0],
+            api_key=embedder.api_key,
+        )
         for note in notes:
             click.echo(f"- {note}", err=True)
     if engine.request("GET", f"/{meta.alias}/_count")["count"] == 0:
