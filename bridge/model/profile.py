@@ -44,10 +44,6 @@ class ModelProfile:
     default_task: str | None = None
     trained_for_truncation: bool = False
 
-    @property
-    def min_dim(self) -> int:
-        return QWEN3_MIN_DIM if self.trained_for_truncation else self.native_dim
-
     def allowed_dims(self, allow_truncation: bool) -> tuple[int, int]:
         """The inclusive range of `dimensions` a client may ask for."""
         if self.trained_for_truncation or allow_truncation:
@@ -155,24 +151,17 @@ def load_profile(model: str, revision: str | None = None) -> ModelProfile:
             default_task=QWEN3_DEFAULT_TASK,
             trained_for_truncation=True,
         )
-    if st_pooling is not None:
-        return ModelProfile(
-            name=name,
-            path=model_dir,
-            kind="sentence-transformers",
-            pooling=st_pooling,
-            normalize=st_normalize,
-            padding_side="left" if st_pooling == "lasttoken" else "right",
-            native_dim=hidden,
-            model_max_tokens=max_tokens,
-        )
+    if st_pooling is None:  # a plain transformers model: mean pooling, normalised
+        kind, pooling, normalize = "transformers", "mean", True
+    else:
+        kind, pooling, normalize = "sentence-transformers", st_pooling, st_normalize
     return ModelProfile(
         name=name,
         path=model_dir,
-        kind="transformers",
-        pooling="mean",
-        normalize=True,
-        padding_side="right",
+        kind=kind,
+        pooling=pooling,
+        normalize=normalize,
+        padding_side="left" if pooling == "lasttoken" else "right",
         native_dim=hidden,
         model_max_tokens=max_tokens,
     )
