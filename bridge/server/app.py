@@ -61,13 +61,13 @@ class LimitsAndMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status_box = {"status": 500}
+        status = 500
         limit = self.max_bytes
 
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await self._too_large(scope, receive, send, status_box)
-            self._record(scope, status_box["status"], started)
+            await self._too_large(scope, receive, send)
+            self._record(scope, 413, started)
             return
 
         if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
@@ -81,8 +81,8 @@ class LimitsAndMetrics:
                 body += message.get("body", b"")
                 more = message.get("more_body", False)
                 if len(body) > limit:
-                    await self._too_large(scope, receive, send, status_box)
-                    self._record(scope, status_box["status"], started)
+                    await self._too_large(scope, receive, send)
+                    self._record(scope, 413, started)
                     return
             replayed = False
 
@@ -96,21 +96,21 @@ class LimitsAndMetrics:
             receive = receive_buffered
 
         async def recording_send(message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status_box["status"] = message["status"]
+                status = message["status"]
             await send(message)
 
         await self.app(scope, receive, recording_send)
-        self._record(scope, status_box["status"], started)
+        self._record(scope, status, started)
 
-    async def _too_large(self, scope, receive, send, status_box) -> None:
+    async def _too_large(self, scope, receive, send) -> None:
         response = error_response(
             413,
             f"request body is larger than the limit of {self.max_bytes} bytes",
             None,
             "request_too_large",
         )
-        status_box["status"] = 413
         await response(scope, receive, send)
 
     def _record(self, scope, status: int, started: float) -> None:
