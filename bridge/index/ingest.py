@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -105,6 +106,7 @@ class Indexer:
         item_retries: int = 5,
         dead_letter: Path | None = None,
         progress: bool = True,
+        concurrency: int = 2,
     ) -> None:
         if meta.mode == "bridge" and embedder is None:
             raise ValueError("bridge-side ingest needs an embedding client")
@@ -118,6 +120,8 @@ class Indexer:
         self.item_retries = item_retries
         self.dead_letter = dead_letter
         self.progress = progress
+        # Two batches in flight keep the model busy while the engine indexes the other.
+        self.concurrency = max(1, concurrency)
 
     def _prepare(self, line: int | None, doc: dict) -> tuple[str, dict] | Failure:
         text = doc.get(self.meta.text_field)
@@ -150,33 +154,56 @@ class Indexer:
     def ingest(
         self, docs: Iterable[tuple[int | None, dict | Failure]], total: int | None = None
     ) -> IngestSummary:
+        """Embed and bulk ``concurrency`` batches at a time; returns the summary."""
         summary = IngestSummary()
         started = time.perf_counter()
-        batch: list[tuple[int | None, str, dict]] = []
         bar = tqdm(total=total, unit="doc", disable=not self.progress, desc=self.meta.alias)
-        try:
-            for line, doc in docs:
-                prepared = doc if isinstance(doc, Failure) else self._prepare(line, doc)
-                if isinstance(prepared, Failure):
-                    summary.failed.append(prepared)
-                    bar.update(1)
-                    continue
-                batch.append((line, *prepared))
-                if len(batch) >= self.batch_size:
-                    self._flush(batch, summary, bar)
-                    batch = []
-            if batch:
-                self._flush(batch, summary, bar)
-        finally:
-            bar.close()
+        in_flight: set[Future] = set()
+
+        def merge(done: Iterable[Future]) -> None:
+            for future in done:
+                part: IngestSummary = future.result()
+                summary.indexed += part.indexed
+                summary.skipped += part.skipped
+                summary.failed.extend(part.failed)
+                bar.update(part.indexed + part.skipped + len(part.failed))
+            bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
+
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="bridge-ingest") as pool:
+            try:
+                for batch in self._batches(docs, summary, bar):
+                    if len(in_flight) >= self.concurrency:
+                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        merge(done)
+                    in_flight.add(pool.submit(self._flush, batch))
+                merge(wait(in_flight).done)
+            finally:
+                bar.close()
         summary.seconds = time.perf_counter() - started
         if self.dead_letter and summary.failed:
             self._write_dead_letter(summary.failed)
         return summary
 
-    def _flush(
-        self, batch: list[tuple[int | None, str, dict]], summary: IngestSummary, bar
-    ) -> None:
+    def _batches(
+        self, docs: Iterable[tuple[int | None, dict | Failure]], summary: IngestSummary, bar
+    ) -> Iterator[list[tuple[int | None, str, dict]]]:
+        batch: list[tuple[int | None, str, dict]] = []
+        for line, doc in docs:
+            prepared = doc if isinstance(doc, Failure) else self._prepare(line, doc)
+            if isinstance(prepared, Failure):
+                summary.failed.append(prepared)
+                bar.update(1)
+                continue
+            batch.append((line, *prepared))
+            if len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _flush(self, batch: list[tuple[int | None, str, dict]]) -> IngestSummary:
+        """Embed (bridge mode) and bulk one batch; returns its own partial summary."""
+        part = IngestSummary()
         texts = [body.pop("_embed_text") for _, _, body in batch]
         if self.meta.mode == "bridge":
             assert self.embedder is not None
@@ -184,21 +211,18 @@ class Indexer:
                 vectors = self.embedder.embed(texts, dimensions=self.meta.dim)
             except ClientError as exc:
                 for line, doc_id, body in batch:
-                    summary.failed.append(Failure(line, doc_id, f"embedding failed: {exc}", body))
-                bar.update(len(batch))
-                return
+                    part.failed.append(Failure(line, doc_id, f"embedding failed: {exc}", body))
+                return part
             for (_, _, body), vector in zip(batch, vectors, strict=True):
                 body[self.meta.vector_field] = vector.tolist()
         pending = {doc_id: (line, body) for line, doc_id, body in batch}
-        duplicates = len(batch) - len(pending)
-        summary.skipped += duplicates
+        part.skipped += len(batch) - len(pending)
         for attempt in range(1, self.item_retries + 2):
-            pending = self._bulk_once(pending, summary, final=attempt > self.item_retries)
+            pending = self._bulk_once(pending, part, final=attempt > self.item_retries)
             if not pending:
                 break
             time.sleep(backoff_seconds(attempt))
-        bar.update(len(batch))
-        bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
+        return part
 
     def _bulk_once(
         self, pending: dict[str, tuple[int | None, dict]], summary: IngestSummary, final: bool

@@ -131,10 +131,10 @@ def _native_opensearch(
     """ml-commons connector -> remote model -> text_embedding pipeline (default_pipeline)."""
     settings = engine.request("GET", "/_cluster/settings", params={"flat_settings": "true"})
     current = settings.get("persistent", {})
-    patterns = [
-        v for k, v in current.items()
-        if k.startswith("plugins.ml_commons.trusted_connector_endpoints_regex")
-    ]  # fmt: skip
+    patterns: list[str] = []
+    for key, value in current.items():  # a JSON list, or key.0, key.1, ... entries
+        if key.startswith("plugins.ml_commons.trusted_connector_endpoints_regex"):
+            patterns.extend(value if isinstance(value, list) else [value])
     wanted = _endpoint_regex(bridge_url)
     persistent: dict = {}
     if wanted not in patterns:
