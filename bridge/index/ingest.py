@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -26,8 +26,6 @@ from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.clients.retry import backoff_seconds
 from bridge.index.setup import IndexMeta
-
-log = logging.getLogger(__name__)
 
 ID_FIELDS = ("_id", "id", "doc_id")
 
@@ -270,8 +268,6 @@ class Indexer:
 
 def ingest_file(indexer: Indexer, path: str, show_total: bool = True) -> IngestSummary:
     """Ingest a JSONL file (``-`` for standard input)."""
-    import sys
-
     if path == "-":
         return indexer.ingest(read_jsonl(sys.stdin.buffer))
     total = None

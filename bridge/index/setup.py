@@ -7,7 +7,6 @@ records the model, dimension, fields, ingest mode and pipeline, so later command
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,8 +15,6 @@ from typing import Literal
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient, EngineInfo
 from bridge.index.templates import rendered
-
-log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "bridge", "native"]
 
