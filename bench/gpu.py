@@ -257,6 +257,9 @@ def main() -> None:
     parser.add_argument("--max-batch-tokens", type=int, default=32768)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--skip-st", action="store_true")
+    parser.add_argument(
+        "--sweep-budgets", default="", help="Also time in-process mixed at these token budgets."
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/gpu.json"))
     args = parser.parse_args()
 
@@ -315,6 +318,16 @@ def main() -> None:
         r["tflops"] = flops / r["seconds"] / 1e12
         result[f"ours_inprocess_{name}"] = r
         print(f"ours in-process {name}: {r['tokens_per_s']:.0f} tok/s", flush=True)
+
+    sweep = {}
+    for budget in [int(b) for b in args.sweep_budgets.split(",") if b]:
+        service.batcher.max_batch_tokens = budget
+        r = run_ours_inprocess(service, mixed)
+        sweep[budget] = {"tokens_per_s": mixed_tokens / r["seconds"], "peak": r["peak_gpu_bytes"]}
+        print(f"budget {budget}: {sweep[budget]['tokens_per_s']:.0f} tok/s", flush=True)
+    service.batcher.max_batch_tokens = args.max_batch_tokens
+    if sweep:
+        result["budget_sweep_mixed"] = sweep
 
     server, url = start_http(service)
     r = run_http(url, mixed, args.clients, 32)

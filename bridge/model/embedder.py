@@ -99,12 +99,18 @@ class Embedder:
             start = width - len(seq) if left else 0
             ids[row, start : start + len(seq)] = torch.tensor(seq)
             mask[row, start : start + len(seq)] = 1
+        if self.device.type == "cuda":
+            ids, mask = ids.pin_memory(), mask.pin_memory()
         ids = ids.to(self.device, non_blocking=True)
         mask = mask.to(self.device, non_blocking=True)
         kwargs = {}
-        if self.profile.kind == "qwen3":
-            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-        hidden = self.model(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
+        if bool((lengths != width).any()):
+            # Padding: the mask is needed (and Qwen3 positions start at each text's first token).
+            kwargs["attention_mask"] = mask
+            if self.profile.kind == "qwen3":
+                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        # Without padding no mask is passed, so attention can take its fused causal kernel.
+        hidden = self.model(input_ids=ids, **kwargs).last_hidden_state
         pooled = self._pool(hidden, mask, left)
         return pooled.float().cpu().numpy()
 
