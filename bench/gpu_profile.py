@@ -27,6 +27,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32768)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--build-dir", type=Path, default=Path("/tmp/qwen3-4b-random"))
+    parser.add_argument(
+        "--compile", default="", help="Also time torch.compile modes (comma-separated)."
+    )
+    parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
     embedder = Embedder.load(load_profile(str(build_model_dir(args.build_dir, None))), "cuda")
     batch = [
@@ -37,6 +41,26 @@ def main() -> None:
     for _ in range(3):
         embedder.forward(batch)
         embedder.forward(short)
+    summary = [time_shapes("eager", embedder, batch, short)]
+    eager_model = embedder.model
+    for mode in [m for m in args.compile.split(",") if m]:
+        embedder.model = torch.compile(eager_model, mode=None if mode == "default" else mode)
+        started = time.perf_counter()
+        for _ in range(3):
+            embedder.forward(batch)
+            embedder.forward(short)
+        summary.append(
+            time_shapes(f"compile:{mode}", embedder, batch, short)
+            + f" (warm-up {time.perf_counter() - started:.0f} s)"
+        )
+    embedder.model = eager_model
+    if not args.no_profile:
+        profile_tables(embedder, batch, short)
+    print("\n".join(summary))
+
+
+def time_shapes(label: str, embedder: Embedder, batch, short) -> str:
+    parts = []
     for name, b in (("batch", batch), ("short", short)):
         torch.cuda.synchronize()
         started = time.perf_counter()
@@ -45,7 +69,11 @@ def main() -> None:
         torch.cuda.synchronize()
         ms = (time.perf_counter() - started) / 5 * 1000
         tokens = sum(map(len, b))
-        print(f"{name}: {ms:.1f} ms per forward, {tokens / ms * 1000:.0f} tokens/s", flush=True)
+        parts.append(f"{name} {ms:.1f} ms ({tokens / ms * 1000:.0f} tok/s)")
+    return f"{label}: " + ", ".join(parts)
+
+
+def profile_tables(embedder: Embedder, batch, short) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     for name, b in (("batch", batch), ("short", short)):
