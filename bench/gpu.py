@@ -257,6 +257,7 @@ def main() -> None:
     parser.add_argument("--max-batch-tokens", type=int, default=32768)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--skip-st", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="Serve with torch.compile.")
     parser.add_argument(
         "--sweep-budgets", default="", help="Also time in-process mixed at these token budgets."
     )
@@ -305,8 +306,14 @@ def main() -> None:
             device="cuda",
             max_batch_tokens=args.max_batch_tokens,
             max_queue_tokens=10**9,  # the in-process run queues the whole corpus at once
+            compile=args.compile,
         )
     )
+    started = time.perf_counter()
+    service.warm_up()
+    result["compile"] = args.compile
+    result["warm_up_seconds"] = time.perf_counter() - started
+    print(f"warm-up {result['warm_up_seconds']:.0f} s (compile={args.compile})", flush=True)
     params = sum(p.numel() for p in service.embedder.model.parameters())
     result["parameters"] = params
     result["cosine_min"] = reference_check(model_dir, service, mixed[:64])

@@ -104,6 +104,13 @@ def main() -> None:
     help="Largest request body (413 beyond).",
 )
 @click.option(
+    "--compile",
+    "compile_model",
+    envvar="BRIDGE_COMPILE",
+    is_flag=True,
+    help="torch.compile the model: faster on GPUs, minutes of compilation before /ready.",
+)
+@click.option(
     "--allow-truncation",
     envvar="BRIDGE_ALLOW_TRUNCATION",
     is_flag=True,
@@ -148,6 +155,7 @@ def serve(**opts) -> None:
         max_input_tokens=opts["max_input_tokens"],
         max_queue_tokens=opts["max_queue_tokens"],
         allow_truncation=opts["allow_truncation"],
+        compile=opts["compile_model"],
     )
     try:
         service = EmbeddingService.from_options(options)

@@ -37,6 +37,7 @@ class ServiceOptions:
     model: str = "minilm"
     device: str = "auto"
     dtype: str = "auto"
+    compile: bool = False
     max_batch_tokens: int | None = None  # None: chosen by device (default_batch_tokens)
     max_input_tokens: int | None = None  # None: 8192, capped at the model's limit
     max_queue_tokens: int | None = None
@@ -92,7 +93,7 @@ class EmbeddingService:
         cls, options: ServiceOptions, observer: BatchObserver | None = None
     ) -> EmbeddingService:
         profile = load_profile(options.model, options.revision)
-        embedder = Embedder.load(profile, options.device, options.dtype)
+        embedder = Embedder.load(profile, options.device, options.dtype, options.compile)
         return cls(embedder, options, observer)
 
     @property
@@ -165,7 +166,9 @@ class EmbeddingService:
         return EmbedResult(finish_vectors(pooled, dim, self.profile.normalize), sum(map(len, seqs)))
 
     def warm_up(self) -> None:
-        """One real forward pass; sets ``ready`` when it succeeds."""
+        """Real forward passes (every compiled shape class); sets ``ready`` when they succeed."""
+        if self.options.compile:
+            self.embedder.warm_up_shapes()
         self.embed_sync(["warm-up"])
         self.ready = True
 
