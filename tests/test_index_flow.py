@@ -166,3 +166,52 @@ def test_native_ingest_sends_the_bridge_key(opensearch_url):
             "POST", "/_plugins/_ml/connectors/_search", {"query": {"match_all": {}}}
         )
         assert "s3cret" not in json.dumps(connectors), "the key must be stored encrypted"
+
+
+def test_dead_letter_then_replay_loses_nothing(bridge, opensearch_url, tmp_path):
+    from click.testing import CliRunner
+
+    from bridge.cli import main
+
+    from conftest import free_port
+
+    bridge_url, embedder = bridge
+    docs_file = tmp_path / "docs.jsonl"
+    docs_file.write_bytes(jsonl(DOCS).getvalue())
+    dead = tmp_path / "dead.jsonl"
+    with EngineClient(opensearch_url) as engine:
+        meta, _ = setup_index(engine, embedder, "replay", 384, "bridge", replicas=0)
+        # The embedding service is down: every document goes to the dead-letter file.
+        with EmbeddingClient(f"http://127.0.0.1:{free_port()}", attempts=1) as down:
+            summary = Indexer(engine, meta, down, dead_letter=dead, progress=False).ingest(
+                read_jsonl(jsonl(DOCS))
+            )
+        assert summary.indexed == 0 and len(summary.failed) == len(DOCS)
+        entries = [json.loads(line) for line in dead.read_text().splitlines()]
+        assert len(entries) == len(DOCS)
+        assert all("embedding failed" in e["reason"] for e in entries)
+        assert all("embedding" not in e["doc"] for e in entries)
+    common = ["--engine-url", opensearch_url, "--bridge-url", bridge_url]
+    same = CliRunner().invoke(
+        main, ["ingest", *common, str(dead), "--index", "replay", "--retry-dead-letter",
+               "--dead-letter", str(dead)],
+    )  # fmt: skip
+    assert same.exit_code != 0 and "must differ" in same.output
+    result = CliRunner().invoke(
+        main, ["ingest", *common, str(dead), "--index", "replay", "--retry-dead-letter", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{") :])["indexed"] == len(DOCS)
+    with EngineClient(opensearch_url) as engine:
+        assert engine.request("GET", "/replay/_count")["count"] == len(DOCS)
+        ids = {
+            h["_id"]
+            for h in engine.request("POST", "/replay/_search", {"size": 20})["hits"]["hits"]
+        }
+        assert {"espresso", "7"} <= ids
+        # Replaying again does not duplicate.
+        CliRunner().invoke(
+            main, ["ingest", *common, str(dead), "--index", "replay", "--retry-dead-letter"]
+        )
+        engine.request("POST", "/replay/_refresh")
+        assert engine.request("GET", "/replay/_count")["count"] == len(DOCS)

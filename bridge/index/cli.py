@@ -141,20 +141,29 @@ def setup(
     default=None,
     help="Append documents that finally fail here, with the reason.",
 )
+@click.option(
+    "--retry-dead-letter",
+    is_flag=True,
+    help="FILE is a dead-letter file from an earlier run: ingest its documents again.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def ingest(engine, embedder, file, index, batch_size, id_field, dead_letter, as_json) -> None:
+def ingest(
+    engine, embedder, file, index, batch_size, id_field, dead_letter, retry_dead_letter, as_json
+) -> None:
     """Ingest FILE (JSONL, BEIR corpus.jsonl too; - for stdin) into INDEX.
 
     Each document needs the index's text field; the id comes from _id/id/doc_id, else a
     content hash, so a rerun never duplicates. Bad lines are reported by number while the
     rest is ingested.
     """
+    if retry_dead_letter and dead_letter and Path(file).resolve() == dead_letter.resolve():
+        raise click.ClickException("--dead-letter must differ from the file being replayed")
     meta = _meta_or_fail(engine, index)
     indexer = Indexer(
         engine, meta, embedder if meta.mode == "bridge" else None,
         batch_size=batch_size, id_field=id_field, dead_letter=dead_letter,
     )  # fmt: skip
-    summary = ingest_file(indexer, file)
+    summary = ingest_file(indexer, file, dead_letter_input=retry_dead_letter)
     engine.request("POST", f"/{meta.alias}/_refresh")
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))

@@ -266,16 +266,30 @@ class Indexer:
                 out.write(json.dumps({"line": f.line, "reason": f.reason, "doc": doc}) + "\n")
 
 
-def ingest_file(indexer: Indexer, path: str, show_total: bool = True) -> IngestSummary:
-    """Ingest a JSONL file (``-`` for standard input)."""
+def ingest_file(
+    indexer: Indexer, path: str, show_total: bool = True, dead_letter_input: bool = False
+) -> IngestSummary:
+    """Ingest a JSONL file (``-`` for standard input), or replay a dead-letter file."""
+    reader = read_dead_letter if dead_letter_input else read_jsonl
     if path == "-":
-        return indexer.ingest(read_jsonl(sys.stdin.buffer))
+        return indexer.ingest(reader(sys.stdin.buffer))
     total = None
     if show_total:
         with open(path, "rb") as f:
             total = sum(1 for line in f if line.strip())
     with open(path, "rb") as f:
-        return indexer.ingest(read_jsonl(f), total=total)
+        return indexer.ingest(reader(f), total=total)
+
+
+def read_dead_letter(stream: IO[bytes]) -> Iterator[tuple[int | None, dict | Failure]]:
+    """The documents of a dead-letter file (written by ``Indexer``), to ingest again."""
+    for number, entry in read_jsonl(stream):
+        if isinstance(entry, Failure):
+            yield number, entry
+        elif not isinstance(entry.get("doc"), dict):
+            yield number, Failure(number, None, "not a dead-letter entry (no 'doc' object)")
+        else:
+            yield entry.get("line") or number, entry["doc"]
 
 
 def as_docs(items: Iterable[dict[str, Any]]) -> Iterator[tuple[None, dict]]:
