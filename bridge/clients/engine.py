@@ -106,7 +106,11 @@ class EngineClient:
         missing_ok: bool = False,
     ) -> Any:
         """JSON in, JSON out; raises ``ClientError`` with the engine's reason on failure."""
-        response = self.send(method, path, body, params)
+        return self._answer(method, path, self.send(method, path, body, params), missing_ok)
+
+    @staticmethod
+    def _answer(method: str, path: str, response: httpx.Response, missing_ok: bool = False) -> Any:
+        """The JSON body, or ``ClientError`` carrying the engine's own reason."""
         if response.status_code == 404 and missing_ok:
             return None
         try:
@@ -139,20 +143,13 @@ class EngineClient:
                 self._info = EngineInfo("opensearch", version, "oss")
         return self._info
 
-    def bulk(self, lines: list[dict], refresh: bool = False) -> dict:
+    def bulk(self, lines: list[dict]) -> dict:
         """Send NDJSON ``_bulk``; returns the engine's per-item answer."""
         content = b"".join(orjson.dumps(line) + b"\n" for line in lines)
-        params = {"refresh": "true"} if refresh else None
         response = self.send(
-            "POST", "/_bulk", content=content, params=params,
-            headers={"content-type": "application/x-ndjson"},
-        )  # fmt: skip
-        if response.status_code >= 400:
-            raise ClientError(
-                f"_bulk failed with {response.status_code}: {_reason(response.text)}",
-                response.status_code,
-            )
-        return response.json()
+            "POST", "/_bulk", content=content, headers={"content-type": "application/x-ndjson"}
+        )
+        return self._answer("POST", "/_bulk", response)
 
     def exists(self, path: str) -> bool:
         return self.send("HEAD", path).status_code == 200
