@@ -68,10 +68,11 @@ def reference_rate(texts: list[str], batch_size: int) -> dict:
     return {"seconds": seconds, "texts_per_s": len(texts) / seconds, "batch_size": batch_size}
 
 
-def start_server(port: int, max_batch_tokens: int) -> subprocess.Popen:
+def start_server(port: int, max_batch_tokens: int, *extra: str) -> subprocess.Popen:
     cmd = [
         sys.executable, "-m", "bridge.cli", "serve", "--model", "minilm", "--device", "cpu",
         "--port", str(port), "--max-batch-tokens", str(max_batch_tokens), "--log-level", "warning",
+        *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120

@@ -45,11 +45,17 @@ def build_tokenizer(append_end: bool = True) -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_qwen3(path: Path, append_end: bool = True, seed: int = 0) -> Path:
-    """Write a tiny random Qwen3 model and tokenizer to ``path``."""
+def build_tiny_qwen3(
+    path: Path, append_end: bool = True, seed: int = 0, hidden_size: int = 64
+) -> Path:
+    """Write a tiny random Qwen3 model and tokenizer to ``path``.
+
+    ``hidden_size`` sets the embedding width (2560 gives Qwen3-Embedding-4B's vectors);
+    wide models are stored in bfloat16 to keep the file small.
+    """
     config = Qwen3Config(
         vocab_size=VOCAB_SIZE,
-        hidden_size=64,
+        hidden_size=hidden_size,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -69,6 +75,8 @@ def build_tiny_qwen3(path: Path, append_end: bool = True, seed: int = 0) -> Path
             else:
                 param.fill_(1.0)
     path.mkdir(parents=True, exist_ok=True)
+    if hidden_size > 64:
+        model = model.to(torch.bfloat16)
     model.save_pretrained(path)
     build_tokenizer(append_end).save_pretrained(path)
     return path

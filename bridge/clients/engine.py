@@ -143,11 +143,15 @@ class EngineClient:
                 self._info = EngineInfo("opensearch", version, "oss")
         return self._info
 
-    def bulk(self, lines: list[dict]) -> dict:
+    def bulk(self, lines: list[dict], params: dict | None = None) -> dict:
         """Send NDJSON ``_bulk``; returns the engine's per-item answer."""
         content = b"".join(orjson.dumps(line) + b"\n" for line in lines)
         response = self.send(
-            "POST", "/_bulk", content=content, headers={"content-type": "application/x-ndjson"}
+            "POST",
+            "/_bulk",
+            params=params,
+            content=content,
+            headers={"content-type": "application/x-ndjson"},
         )
         return self._answer("POST", "/_bulk", response)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -328,7 +329,80 @@ def evaluate_command(
         json_out.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+@click.command()
+@connection_options
+@click.option("--index", required=True, help="Alias set up with bridge setup (NAME).")
+@click.option("--dim", type=int, required=True, help="New vector dimension; fills NAME-dD.")
+@click.option(
+    "--from-vectors",
+    "prefer",
+    flag_value="from-vectors",
+    help="Truncate the stored wider vectors (Matryoshka), even when the service cannot "
+    "confirm the model.",
+)
+@click.option(
+    "--re-embed", "prefer", flag_value="re-embed", help="Embed the text again through the service."
+)
+@click.option(
+    "--batch",
+    "batch_size",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Documents per page and bulk.",
+)
+@click.option("--delete-old", is_flag=True, help="Delete the old index once the alias moved.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option(
+    "--engine-bridge-url",
+    default=None,
+    help="URL the engine uses to reach the bridge, for a native-mode index "
+    "[default: the first --bridge-url].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def reindex(
+    engine, embedder, index, dim, prefer, batch_size, delete_old, dry_run, engine_bridge_url,
+    as_json,
+) -> None:  # fmt: skip
+    """Move alias INDEX to DIM-dimensional vectors with no downtime and no loss.
+
+    Without --from-vectors/--re-embed the bridge truncates the stored vectors when they are
+    wider and from the model the service serves (Qwen3-Embedding is Matryoshka-trained),
+    else re-embeds. Searches through the alias work throughout; writes that arrive meanwhile
+    are copied before the alias moves. Interrupted? Run the same command again: it resumes.
+    """
+    from bridge.index.reindex import Reindexer, ReindexError, plan_reindex
+
+    try:
+        plan = plan_reindex(engine, embedder, index, dim, prefer or "auto", delete_old)
+        for line in plan.lines():
+            click.echo(("" if dry_run else "- ") + line, err=not dry_run)
+        if dry_run:
+            return
+        runner = Reindexer(
+            engine, embedder, plan, batch_size=batch_size,
+            bridge_url=engine_bridge_url or embedder.urls[0], api_key=embedder.api_key,
+        )  # fmt: skip
+        summary = runner.run()
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            "interrupted: the checkpoint is saved; run the same command again to resume"
+        ) from None
+    except ReindexError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({**asdict(summary), "method": plan.method}, indent=2))
+        return
+    cosine = summary.sample_min_cosine
+    click.echo(
+        f"{plan.alias} -> {plan.target.index}: {summary.copied} copied "
+        f"({summary.docs_per_second:.0f} docs/s, {plan.method}), {summary.caught_up} caught up, "
+        f"{summary.target_count} documents"
+        + (f", sample cosine >= {cosine:.5f}" if cosine is not None else "")
+    )
+
+
 def register(group: click.Group) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    for command in (setup, ingest, search, evaluate_command):
+    for command in (setup, ingest, search, reindex, evaluate_command):
         group.add_command(command)

@@ -105,8 +105,11 @@ class Indexer:
         dead_letter: Path | None = None,
         progress: bool = True,
         concurrency: int = 2,
+        target: str | None = None,
+        keep_vectors: bool = False,
+        pipeline: str | None = None,
     ) -> None:
-        if meta.mode == "bridge" and embedder is None:
+        if meta.mode == "bridge" and embedder is None and not keep_vectors:
             raise ValueError("bridge-side ingest needs an embedding client")
         self.engine = engine
         self.meta = meta
@@ -120,6 +123,22 @@ class Indexer:
         self.progress = progress
         # Two batches in flight keep the model busy while the engine indexes the other.
         self.concurrency = max(1, concurrency)
+        # Reindexing writes into the new physical index (not the alias), may bring its
+        # own vectors (truncated from wider ones), and may bypass the default pipeline.
+        self.target = target or meta.alias
+        self.keep_vectors = keep_vectors
+        self.bulk_params = {"pipeline": pipeline} if pipeline else None
+
+    def embed_text(self, doc: dict) -> str:
+        """What gets embedded: title and text in bridge mode; the engine's pipeline
+        (native mode) embeds the text field alone."""
+        if self.meta.mode == "native":
+            return str(doc.get(self.meta.text_field) or "")
+        return self._joined_text(doc)
+
+    def _joined_text(self, doc: dict) -> str:
+        parts = [doc[f] for f in self.text_fields if isinstance(doc.get(f), str) and doc[f]]
+        return "\n".join(dict.fromkeys(parts))
 
     def _prepare(self, line: int | None, doc: dict) -> tuple[str, dict] | Failure:
         text = doc.get(self.meta.text_field)
@@ -127,9 +146,13 @@ class Indexer:
             return Failure(
                 line, self._id_of(doc), f"missing or empty '{self.meta.text_field}'", doc
             )
-        parts = [doc[f] for f in self.text_fields if isinstance(doc.get(f), str) and doc[f]]
-        embed_text = "\n".join(dict.fromkeys(parts))
+        embed_text = self._joined_text(doc)
+        vector = doc.get(self.meta.vector_field)
+        if self.keep_vectors and (not isinstance(vector, list) or len(vector) != self.meta.dim):
+            return Failure(line, self._id_of(doc), f"no {self.meta.dim}-value vector", doc)
         body = {k: v for k, v in doc.items() if k not in ID_FIELDS and k != self.meta.vector_field}
+        if self.keep_vectors:
+            body[self.meta.vector_field] = vector
         doc_id = self._id_of(doc) or content_hash(embed_text)
         body["doc_id"] = doc_id
         body["bridge"] = {
@@ -203,7 +226,7 @@ class Indexer:
         """Embed (bridge mode) and bulk one batch; returns its own partial summary."""
         part = IngestSummary()
         texts = [body.pop("_embed_text") for _, _, body in batch]
-        if self.meta.mode == "bridge":
+        if self.meta.mode == "bridge" and not self.keep_vectors:
             assert self.embedder is not None
             try:
                 vectors = self.embedder.embed(texts, dimensions=self.meta.dim)
@@ -227,9 +250,9 @@ class Indexer:
     ) -> dict[str, tuple[int | None, dict]]:
         lines: list[dict] = []
         for doc_id, (_, body) in pending.items():
-            lines += [{"index": {"_index": self.meta.alias, "_id": doc_id}}, body]
+            lines += [{"index": {"_index": self.target, "_id": doc_id}}, body]
         try:
-            answer = self.engine.bulk(lines)
+            answer = self.engine.bulk(lines, self.bulk_params)
         except ClientError as exc:
             if final:
                 for doc_id, (line, body) in pending.items():

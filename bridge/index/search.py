@@ -14,7 +14,8 @@ from typing import Literal
 
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
-from bridge.index.setup import IndexMeta
+from bridge.clients.errors import ClientError
+from bridge.index.setup import IndexMeta, read_meta
 
 SearchMode = Literal["hybrid", "bm25", "knn"]
 Fusion = Literal["rrf", "linear"]
@@ -112,7 +113,18 @@ class HybridSearch:
         return match
 
     def search(self, text: str, options: SearchOptions | None = None) -> list[Hit]:
-        options = options or SearchOptions()
+        """Search through the alias. When ``bridge reindex`` moved it to another dimension
+        meanwhile, the query fails; the metadata is read again and the query re-run."""
+        try:
+            return self._search(text, options or SearchOptions())
+        except ClientError:
+            fresh = read_meta(self.engine, self.meta.alias)
+            if fresh is None or fresh.index == self.meta.index:
+                raise
+            self.meta = fresh
+            return self._search(text, options or SearchOptions())
+
+    def _search(self, text: str, options: SearchOptions) -> list[Hit]:
         kind = self.engine.info().kind
         if options.mode == "bm25":
             return self._run({"size": options.k, "query": self._bm25(text, options)})

@@ -41,6 +41,7 @@ class IndexMeta:
     model_id: str | None = None
     created_at: float = field(default_factory=time.time)
     search_profile: dict | None = None
+    reindex: dict | None = None  # checkpoint of a running ``bridge reindex`` into this index
 
     @property
     def index(self) -> str:
@@ -118,7 +119,7 @@ def _endpoint_regex(bridge_url: str) -> str:
     return "^" + re.escape(bridge_url.rstrip("/")) + "/.*$"
 
 
-def _native_opensearch(
+def wire_native_opensearch(
     engine: EngineClient,
     meta: IndexMeta,
     bridge_url: str,
@@ -264,7 +265,7 @@ def setup_index(
         notes.append(f"created {index}")
 
     if chosen == "native" and meta.mode != "native":
-        _native_opensearch(engine, meta, bridge_url or "", api_key, batch_size)
+        wire_native_opensearch(engine, meta, bridge_url or "", api_key, batch_size)
         notes.append(f"ingest pipeline {meta.pipeline} (model {meta.model_id}) is the default")
     write_meta(engine, meta)
     _point_alias(engine, alias, index, notes)

@@ -1,0 +1,630 @@
+"""``bridge reindex``: move alias NAME to a new vector dimension with no downtime, no loss.
+
+The new index ``NAME-dD`` is filled while the alias keeps serving the old one:
+
+- *truncation*: Qwen3-Embedding vectors are Matryoshka-trained, so the first D values of a
+  wider vector of the same model, re-normalised, are its D-dimensional embedding. The
+  engine does it in a scripted ``_reindex`` when it has the reindex and painless modules
+  (``engine``), else the bridge pages through the old index and bulks (``scroll``). No GPU.
+- *re-embed*: the text goes through the embedding service again (a smaller source, another
+  model, or ``--re-embed``).
+
+Writes keep going to the old index through the alias. Catch-up passes copy what was
+written since the run began (``bridge.indexed_at``, set by ``bridge ingest``), then the
+alias moves in one atomic ``_aliases`` call, and a last pass copies what arrived just before
+the move. The progress is a checkpoint in the new index's ``_meta.bridge.reindex``: a run
+that crashed or was interrupted resumes where it stopped when started again; every copy is
+keyed by ``_id``, so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from bridge.clients.embedding import EmbeddingClient, ModelInfo
+from bridge.clients.engine import EngineClient
+from bridge.clients.errors import ClientError
+from bridge.index.ingest import Indexer
+from bridge.index.setup import (
+    IndexMeta,
+    SetupError,
+    mapping_body,
+    physical_name,
+    read_meta,
+    wire_native_opensearch,
+    write_meta,
+)
+
+Method = Literal["engine", "scroll", "re-embed"]
+Prefer = Literal["auto", "from-vectors", "re-embed"]
+
+# Writers stamp bridge.indexed_at with their own clock: catch-up looks this far back.
+CLOCK_MARGIN_MS = 30_000
+CATCH_UP_PASSES = 3
+SAMPLE_SIZE = 20
+
+TRUNCATE_SCRIPT = """
+def v = ctx._source[params.field];
+if (v == null || v.size() < params.dim) { throw new IllegalArgumentException(
+  'document ' + ctx._id + ' has no vector of at least ' + params.dim + ' values'); }
+double norm = 0;
+List out = new ArrayList();
+for (int i = 0; i < params.dim; i++) {
+  double x = ((Number) v[i]).doubleValue(); out.add(x); norm += x * x; }
+norm = Math.sqrt(norm);
+for (int i = 0; i < params.dim; i++) { out.set(i, out.get(i) / norm); }
+ctx._source[params.field] = out;
+if (ctx._source.bridge instanceof Map) { ctx._source.bridge.dim = params.dim; }
+"""
+
+
+class ReindexError(RuntimeError):
+    """The reindex cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class Plan:
+    alias: str
+    source: IndexMeta
+    target: IndexMeta
+    method: Method
+    reason: str
+    documents: int
+    delete_old: bool
+    resume: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        how = {
+            "engine": "truncate + re-normalise on the engine (scripted _reindex), no GPU work",
+            "scroll": "truncate + re-normalise in the bridge (paged read + bulk), no GPU work",
+            "re-embed": "re-embed the text through the embedding service",
+        }[self.method]
+        lines = [
+            f"alias {self.alias}: {self.source.index} ({self.source.dim} dims, "
+            f"{self.documents} documents) -> {self.target.index} ({self.target.dim} dims)",
+            f"method: {self.method}: {how} ({self.reason})",
+        ]
+        if self.resume:
+            lines.append(
+                f"resume: phase {self.resume['phase']}, {self.resume['copied']} copied so far"
+            )
+        if self.source.mode == "native":
+            lines.append(f"ingest pipeline for {self.target.index} (native mode, as the source)")
+        lines += [
+            "catch-up: documents written meanwhile (bridge.indexed_at) are copied before and "
+            "after the alias moves",
+            f"checks: document counts and {SAMPLE_SIZE} sampled vectors",
+            f"alias {self.alias} moves atomically to {self.target.index}; {self.source.index} is "
+            + ("deleted" if self.delete_old else "kept (delete it later, or pass --delete-old)"),
+        ]
+        return lines + [f"note: {n}" for n in self.notes]
+
+
+@dataclass
+class Summary:
+    copied: int = 0
+    caught_up: int = 0
+    source_count: int = 0
+    target_count: int = 0
+    sample_min_cosine: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.copied / self.seconds if self.seconds else 0.0
+
+
+def _modules(engine: EngineClient) -> set[str]:
+    answer = engine.request(
+        "GET", "/_nodes/plugins", params={"filter_path": "nodes.*.modules.name"}
+    )
+    names: list[set[str]] = []
+    for node in (answer or {}).get("nodes", {}).values():
+        names.append({m["name"] for m in node.get("modules", [])})
+    return set.intersection(*names) if names else set()
+
+
+def _service_info(embedder: EmbeddingClient | None) -> tuple[ModelInfo | None, str | None]:
+    if embedder is None:
+        return None, "no embedding service given"
+    try:
+        return embedder.model_info(), None
+    except ClientError as exc:
+        return None, str(exc)
+
+
+def _truncation_problem(
+    source: IndexMeta, dim: int, info: ModelInfo | None, service_error: str | None
+) -> str | None:
+    """Why the wider vectors cannot simply be truncated to ``dim`` (None: they can)."""
+    if source.dim <= dim:
+        return f"{source.dim}-dimensional vectors cannot give {dim}"
+    if info is None:
+        return (
+            f"the service cannot confirm that {source.model} allows {dim} dimensions "
+            f"({service_error})"
+        )
+    if info.name != source.model:
+        return f"the service serves {info.name!r}, the vectors are from {source.model!r}"
+    if not info.min_dimension <= dim <= info.max_dimension:
+        return f"{info.name} gives {info.min_dimension}..{info.max_dimension} dimensions"
+    return None
+
+
+def plan_reindex(
+    engine: EngineClient,
+    embedder: EmbeddingClient | None,
+    alias: str,
+    dim: int,
+    prefer: Prefer = "auto",
+    delete_old: bool = False,
+) -> Plan:
+    """Work out what ``bridge reindex`` would do (nothing is changed)."""
+    current = read_meta(engine, alias)
+    if current is None:
+        raise ReindexError(f"{alias} was not set up by the bridge (or does not exist)")
+    behind = engine.request("GET", f"/_alias/{alias}", missing_ok=True) or {}
+    if current.index not in behind:
+        raise ReindexError(f"{alias} is not an alias of {current.index}; run bridge setup")
+    target_name = physical_name(alias, dim)
+    existing: IndexMeta | None = None
+    if current.reindex and current.index == target_name:  # stopped right after the swap
+        existing, source = current, read_meta(engine, current.reindex["source"])
+        if source is None:
+            raise ReindexError(f"{current.reindex['source']} is gone; nothing to resume")
+    elif current.index == target_name:
+        raise ReindexError(f"{alias} already serves {dim}-dimensional vectors")
+    else:
+        source = current
+        existing = read_meta(engine, target_name)
+        if existing is None or (existing.reindex or {}).get("source") != source.index:
+            if engine.exists(f"/{target_name}"):
+                raise ReindexError(
+                    f"{target_name} already exists (kept from an earlier run?): it would be "
+                    f"stale; delete it (DELETE /{target_name}) and run again"
+                )
+            existing = None
+
+    info, service_error = _service_info(embedder)
+    problem = _truncation_problem(source, dim, info, service_error)
+    notes: list[str] = []
+    method: Method
+    if existing is not None:
+        assert existing.reindex is not None
+        method, reason = existing.reindex["method"], "resuming the interrupted run"
+    elif prefer == "re-embed":
+        method, reason = "re-embed", "--re-embed"
+    elif problem is None or (prefer == "from-vectors" and info is None and source.dim > dim):
+        if problem:
+            notes.append(problem + "; truncating anyway (--from-vectors)")
+        if {"reindex", "lang-painless"} <= _modules(engine):
+            method, reason = "engine", f"{source.model} vectors are Matryoshka-truncatable"
+        else:
+            method = "scroll"
+            reason = "the engine lacks the reindex/painless modules, so the bridge truncates"
+    elif prefer == "from-vectors":
+        raise ReindexError(f"--from-vectors is not possible: {problem}; use --re-embed")
+    else:
+        method, reason = "re-embed", str(problem)
+    if method == "re-embed" or source.mode == "native":
+        if info is None:
+            why = "to re-embed" if method == "re-embed" else "the new index embeds at ingest"
+            raise ReindexError(f"the embedding service is needed ({why}): {service_error}")
+        if not info.min_dimension <= dim <= info.max_dimension:
+            raise ReindexError(
+                f"{info.name} gives {info.min_dimension}..{info.max_dimension} dimensions, "
+                f"not {dim}"
+            )
+    model = info.name if (method == "re-embed" and info is not None) else source.model
+    target = existing or replace(
+        source,
+        dim=dim,
+        model=model,
+        mode="bridge",
+        pipeline=None,
+        model_id=None,
+        created_at=time.time(),
+        reindex=None,
+    )
+    documents = engine.request("GET", f"/{source.index}/_count")["count"]
+    resume = existing.reindex if existing else None
+    return Plan(alias, source, target, method, reason, documents, delete_old, resume, notes)
+
+
+class Reindexer:
+    """Carries out a ``Plan``; ``run`` is safe to call again after a crash."""
+
+    def __init__(
+        self,
+        engine: EngineClient,
+        embedder: EmbeddingClient | None,
+        plan: Plan,
+        *,
+        batch_size: int = 256,
+        bridge_url: str | None = None,
+        api_key: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.embedder = embedder
+        self.plan = plan
+        self.batch_size = batch_size
+        self.bridge_url = bridge_url
+        self.api_key = api_key
+        self.progress = progress
+        self.source = plan.source
+        self.target = plan.target
+        self.summary = Summary()
+        self._exclude_vectors_param = engine.info().kind == "elasticsearch"
+
+    # -- checkpoint -------------------------------------------------------------------
+    @property
+    def state(self) -> dict:
+        assert self.target.reindex is not None
+        return self.target.reindex
+
+    def _save(self, **changes) -> None:
+        self.state.update(changes)
+        write_meta(self.engine, self.target)
+
+    # -- steps --------------------------------------------------------------------------
+    def run(self) -> Summary:
+        started = time.perf_counter()
+        if self.target.reindex is None:
+            self._create_target()
+        if self.state["phase"] == "fill":
+            self._fill()
+            self._save(phase="catch_up", since=self.state["started_at"] - CLOCK_MARGIN_MS)
+        if self.state["phase"] == "catch_up":
+            self._catch_up_until_quiet()
+            self._finish_target_settings()
+            self._verify(before_swap=True)
+            self._swap_alias()
+        if self.state["phase"] == "swapped":
+            time.sleep(1.0)  # bulks that resolved the alias just before the move land first
+            self.summary.caught_up += self._copy_since(self.state["since"])
+            self.summary.caught_up += self._copy_missing()
+            self._verify(before_swap=False)
+            self.target.reindex = None
+            write_meta(self.engine, self.target)
+            if self.plan.delete_old:
+                self.engine.request("DELETE", f"/{self.source.index}", missing_ok=True)
+                if self.source.pipeline:
+                    self.engine.request(
+                        "DELETE", f"/_ingest/pipeline/{self.source.pipeline}", missing_ok=True
+                    )
+        self.summary.seconds = time.perf_counter() - started
+        return self.summary
+
+    def _create_target(self) -> None:
+        settings = self.engine.request("GET", f"/{self.source.index}/_settings")
+        index_settings = next(iter(settings.values()))["settings"]["index"]
+        mapping = self.engine.request("GET", f"/{self.source.index}/_mapping")
+        props = next(iter(mapping.values()))["mappings"].get("properties", {})
+        text_props = props.get(self.source.text_field, {})
+        vector_props = props.get(self.source.vector_field, {})
+        info = self.engine.info()
+        self.target.reindex = {
+            "source": self.source.index,
+            "method": self.plan.method,
+            "phase": "fill",
+            "started_at": int(time.time() * 1000),
+            "cursor": None,
+            "task": None,
+            "copied": 0,
+            "since": None,
+            "refresh_interval": index_settings.get("refresh_interval"),
+        }
+        try:
+            body = mapping_body(
+                info,
+                self.target,
+                analyzer=text_props.get("analyzer", "standard"),
+                index_type=(vector_props.get("index_options") or {}).get("type"),
+                shards=int(index_settings.get("number_of_shards", 1)),
+                replicas=int(index_settings.get("number_of_replicas", 1)),
+            )
+        except SetupError as exc:
+            raise ReindexError(str(exc)) from exc
+        body["settings"]["index"]["refresh_interval"] = "-1"  # faster fill; restored after
+        self.engine.request("PUT", f"/{self.target.index}", body)
+        if self.source.mode == "native":
+            if not self.bridge_url:
+                raise ReindexError("--bridge-url is needed: the new index embeds at ingest")
+            wire_native_opensearch(
+                self.engine, self.target, self.bridge_url, self.api_key, self.batch_size
+            )
+        write_meta(self.engine, self.target)
+
+    def _indexer(self) -> Indexer:
+        truncating = self.plan.method != "re-embed"
+        return Indexer(
+            self.engine,
+            self.target,
+            self.embedder if self.target.mode == "bridge" and not truncating else None,
+            batch_size=min(self.batch_size, 64) if not truncating else self.batch_size,
+            progress=False,
+            target=self.target.index,
+            keep_vectors=truncating,
+            # Vectors that are already there must not go through the embedding pipeline.
+            pipeline="_none" if truncating and self.target.mode == "native" else None,
+        )
+
+    def _fill(self) -> None:
+        bar = tqdm(
+            total=self.plan.documents,
+            initial=self.state["copied"],
+            unit="doc",
+            desc=f"{self.source.index} -> {self.target.index}",
+            disable=not self.progress,
+        )
+        try:
+            if self.plan.method == "engine":
+                self._fill_on_engine(bar)
+            else:
+                for copied in self._copy_pages(None, resume=True):
+                    bar.update(copied)
+        finally:
+            bar.close()
+
+    def _fill_on_engine(self, bar: tqdm) -> None:
+        task = self.state.get("task")
+        if task:
+            status = self.engine.request("GET", f"/_tasks/{task}", missing_ok=True)
+            if status is None:
+                task = None  # the engine forgot it (restart): copy again, keyed by _id
+        if not task:
+            dest: dict = {"index": self.target.index, "op_type": "index"}
+            if self.target.mode == "native":
+                dest["pipeline"] = "_none"
+            answer = self.engine.request(
+                "POST",
+                "/_reindex",
+                {
+                    "source": {"index": self.source.index, "size": self.batch_size},
+                    "dest": dest,
+                    "script": {
+                        "lang": "painless",
+                        "source": TRUNCATE_SCRIPT,
+                        "params": {"field": self.source.vector_field, "dim": self.target.dim},
+                    },
+                },
+                params={"wait_for_completion": "false", "slices": "auto"},
+            )
+            task = answer["task"]
+            self._save(task=task)
+        while True:
+            status = self.engine.request("GET", f"/_tasks/{task}")
+            progress = status.get("task", {}).get("status", {})
+            done = progress.get("created", 0) + progress.get("updated", 0)
+            bar.total = max(bar.total or 0, progress.get("total", 0))
+            bar.update(max(0, done - bar.n))
+            if status.get("completed"):
+                break
+            time.sleep(0.5)
+        if status.get("error"):
+            raise ReindexError(f"the engine's _reindex failed: {status['error']}")
+        failures = status.get("response", {}).get("failures", [])
+        if failures:
+            first = failures[0].get("cause", failures[0])
+            raise ReindexError(
+                f"the engine's _reindex failed for {len(failures)} documents, first: {first}"
+            )
+        response = status.get("response", {})
+        self.summary.copied += response.get("created", 0) + response.get("updated", 0)
+        self._save(copied=self.summary.copied)
+
+    def _pages(
+        self, query: dict, after: str | None, size: int | None = None, ids_only: bool = False
+    ) -> Iterator[list[dict]]:
+        """Pages of the old index's documents in ``doc_id`` order, after ``after``."""
+        body: dict = {"size": size or self.batch_size, "query": query, "sort": [{"doc_id": "asc"}]}
+        if ids_only:
+            body["_source"] = False
+        elif self.plan.method == "re-embed":
+            body["_source"] = {"excludes": [self.source.vector_field]}
+        while True:
+            if after is not None:
+                body["search_after"] = [after]
+            hits = self._search(body)
+            if not hits:
+                return
+            yield hits
+            after = hits[-1]["sort"][0]
+            if after is None:
+                raise ReindexError(
+                    f"documents without a doc_id in {self.source.index}: they cannot be "
+                    "paged; re-ingest them with bridge ingest"
+                )
+
+    def _search(self, body: dict) -> list[dict]:
+        params = None
+        if self._exclude_vectors_param and self.plan.method != "re-embed":
+            params = {"_source_exclude_vectors": "false"}  # Elasticsearch 9 hides vectors
+        try:
+            answer = self.engine.request("POST", f"/{self.source.index}/_search", body, params)
+        except ClientError as exc:
+            if params and exc.status == 400 and "_source_exclude_vectors" in str(exc):
+                self._exclude_vectors_param = False  # an older Elasticsearch: not needed
+                return self._search(body)
+            raise
+        return answer["hits"]["hits"]
+
+    def _as_docs(self, hits: list[dict]) -> list[dict]:
+        docs = []
+        for hit in hits:
+            doc = {**hit["_source"], "_id": hit["_id"]}
+            if self.plan.method != "re-embed":
+                vector = doc.get(self.source.vector_field)
+                if isinstance(vector, list) and len(vector) >= self.target.dim:
+                    doc[self.source.vector_field] = truncate(vector, self.target.dim).tolist()
+            docs.append(doc)
+        return docs
+
+    def _copy(self, hits: list[dict]) -> int:
+        """Write these old-index hits into the new index (truncated or re-embedded)."""
+        part = self._indexer().ingest((None, d) for d in self._as_docs(hits))
+        if part.failed:
+            first = part.failed[0]
+            raise ReindexError(
+                f"{len(part.failed)} documents could not be written to {self.target.index} "
+                f"(first: {first.doc_id}: {first.reason}); the checkpoint is before them: "
+                "fix the cause and run again"
+            )
+        return part.indexed
+
+    def _copy_pages(self, since: int | None, resume: bool = False) -> Iterator[int]:
+        """Copy every page (or those written since ``since``); yields counts per page."""
+        query: dict = {"match_all": {}}
+        if since is not None:
+            query = {"range": {"bridge.indexed_at": {"gte": since}}}
+        after = self.state.get("cursor") if resume else None
+        for hits in self._pages(query, after):
+            copied = self._copy(hits)
+            if resume:
+                self.summary.copied += copied
+                self._save(cursor=hits[-1]["sort"][0], copied=self.state["copied"] + copied)
+            yield copied
+
+    def _copy_since(self, since: int) -> int:
+        self.engine.request("POST", f"/{self.source.index}/_refresh")
+        return sum(self._copy_pages(since))
+
+    def _copy_missing(self) -> int:
+        """Once the alias has moved the old index no longer changes: copy every id it has
+        and the new index lacks (whatever the writers' clocks said)."""
+        for name in (self.source.index, self.target.index):
+            self.engine.request("POST", f"/{name}/_refresh")
+        copied = 0
+        for page in self._pages({"match_all": {}}, None, size=5000, ids_only=True):
+            ids = [h["_id"] for h in page]
+            found = self.engine.request(
+                "POST",
+                f"/{self.target.index}/_search",
+                {"size": len(ids), "_source": False, "query": {"ids": {"values": ids}}},
+            )["hits"]["hits"]
+            missing = sorted(set(ids) - {h["_id"] for h in found})
+            if missing:
+                hits = self._search({"size": len(missing), "query": {"ids": {"values": missing}}})
+                copied += self._copy(hits)
+        return copied
+
+    def _catch_up_until_quiet(self) -> None:
+        for _ in range(CATCH_UP_PASSES):
+            mark = int(time.time() * 1000)
+            copied = self._copy_since(self.state["since"])
+            self.summary.caught_up += copied
+            self._save(since=mark - CLOCK_MARGIN_MS)
+            if copied == 0:
+                break
+
+    def _finish_target_settings(self) -> None:
+        interval = self.state.get("refresh_interval")
+        self.engine.request(
+            "PUT", f"/{self.target.index}/_settings", {"index": {"refresh_interval": interval}}
+        )
+        self.engine.request("POST", f"/{self.target.index}/_refresh")
+
+    def _count(self, index: str, query: dict | None = None) -> int:
+        body = {"query": query} if query else None
+        return self.engine.request("POST", f"/{index}/_count", body)["count"]
+
+    def _verify(self, before_swap: bool) -> None:
+        """Counts (and, before the move, sampled vectors) must agree."""
+        for name in (self.source.index, self.target.index):
+            self.engine.request("POST", f"/{name}/_refresh")
+        source, target = self._count(self.source.index), self._count(self.target.index)
+        self.summary.source_count, self.summary.target_count = source, target
+        # Before the move, writes keep landing in the old index; those of the last
+        # CLOCK_MARGIN are copied again after the move, so they may still be missing here.
+        recent = 0
+        if before_swap:
+            recent = self._count(
+                self.source.index, {"range": {"bridge.indexed_at": {"gte": self.state["since"]}}}
+            )
+        if target < source - recent:
+            raise ReindexError(
+                f"{self.target.index} has {target} documents, {self.source.index} has {source}: "
+                + ("not moving the alias; " if before_swap else "")
+                + "run again to copy the rest"
+            )
+        if before_swap:
+            self.summary.sample_min_cosine = self._check_sample()
+
+    def _check_sample(self) -> float | None:
+        """Lowest cosine of sampled new vectors against what they must be.
+
+        A document written recently (after ``since``) may be missing or older in the new
+        index until the pass after the move; only such a document is excused."""
+        body = {
+            "size": SAMPLE_SIZE,
+            "query": {"function_score": {"query": {"match_all": {}}, "random_score": {}}},
+        }
+        hits = self._search(body)
+        if not hits:
+            return None
+        ids = [h["_id"] for h in hits]
+        params = {"_source_exclude_vectors": "false"} if self._exclude_vectors_param else None
+        got = self.engine.request(
+            "POST", f"/{self.target.index}/_mget", {"ids": ids}, params=params
+        )["docs"]
+        field_name = self.target.vector_field
+        found = {d["_id"]: d["_source"].get(field_name) for d in got if d.get("found")}
+        if self.plan.method == "re-embed":
+            assert self.embedder is not None
+            indexer = self._indexer()
+            texts = [indexer.embed_text(h["_source"]) for h in hits]
+            want = self.embedder.embed(texts, dimensions=self.target.dim)
+        else:
+            want = np.stack(
+                [truncate(h["_source"][self.source.vector_field], self.target.dim) for h in hits]
+            )
+        want = want / np.linalg.norm(want, axis=1, keepdims=True)
+        floor = 0.9999 if self.plan.method != "re-embed" else 0.99
+        checked, bad = [], []
+        for hit, expected in zip(hits, want, strict=True):
+            stored = found.get(hit["_id"])
+            cosine = float(truncate(stored, self.target.dim) @ expected) if stored else None
+            if cosine is not None and cosine >= floor:
+                checked.append(cosine)
+                continue
+            written = (hit["_source"].get("bridge") or {}).get("indexed_at") or 0
+            if written < self.state["since"]:
+                bad.append(f"{hit['_id']} ({'missing' if cosine is None else f'{cosine:.5f}'})")
+        if bad:
+            raise ReindexError(
+                f"sampled documents of {self.target.index} are missing or differ from what "
+                f"they should be (cosine floor {floor}): {', '.join(bad)}; not moving the alias"
+            )
+        return min(checked) if checked else None
+
+    def _swap_alias(self) -> None:
+        alias = self.plan.alias
+        mark = int(time.time() * 1000)
+        self.engine.request(
+            "POST",
+            "/_aliases",
+            {
+                "actions": [
+                    {"remove": {"index": self.source.index, "alias": alias}},
+                    {"add": {"index": self.target.index, "alias": alias, "is_write_index": True}},
+                ]
+            },
+        )
+        self._save(phase="swapped", since=min(self.state["since"], mark - CLOCK_MARGIN_MS))
+
+
+def truncate(vector, dim: int) -> np.ndarray:
+    """The first ``dim`` values, re-normalised to unit length (Matryoshka)."""
+    head = np.asarray(vector[:dim], dtype=np.float32)
+    norm = float(np.linalg.norm(head))
+    if norm == 0:
+        raise ReindexError("a zero vector cannot be re-normalised")
+    return head / norm

@@ -1,0 +1,238 @@
+"""``bridge reindex`` on real engines with a 2560-wide tiny Qwen3 behind a real server."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from bridge.clients.embedding import EmbeddingClient
+from bridge.clients.engine import EngineClient
+from bridge.index.ingest import Indexer, as_docs
+from bridge.index.reindex import Reindexer, ReindexError, plan_reindex, truncate
+from bridge.index.search import HybridSearch, SearchOptions
+from bridge.index.setup import read_meta, setup_index
+
+from conftest import live_server, make_service
+from tiny_qwen3 import WORDS, build_tiny_qwen3
+
+pytestmark = pytest.mark.engine
+
+
+def corpus(n: int, prefix: str = "d", seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    return [
+        {"_id": f"{prefix}{i:05d}", "text": " ".join(rng.choices(WORDS, k=rng.randint(4, 24)))}
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def wide_bridge(tmp_path_factory):
+    """Qwen3-Embedding-4B's width (2560) and MRL range, tiny everywhere else."""
+    path = build_tiny_qwen3(tmp_path_factory.mktemp("models") / "wide-qwen3", hidden_size=2560)
+    service = make_service(path, max_batch_tokens=2048)
+    with live_server(service) as server, EmbeddingClient(server.url) as client:
+        yield server.url, client
+
+
+def fill(engine, embedder, alias, dim, docs, mode="bridge", bridge_url=None):
+    meta, _ = setup_index(engine, embedder, alias, dim, mode, bridge_url=bridge_url, replicas=0)
+    summary = Indexer(engine, meta, embedder, batch_size=64, progress=False).ingest(as_docs(docs))
+    assert summary.indexed == len(docs) and not summary.failed
+    engine.request("POST", f"/{alias}/_refresh")
+    return meta
+
+
+def vectors(engine, index, field="embedding") -> dict[str, np.ndarray]:
+    """Every document's vector in ``index``, by id (asserting each id appears once)."""
+    engine.request("POST", f"/{index}/_refresh")
+    params = {"_source_exclude_vectors": "false"} if engine.info().kind == "elasticsearch" else {}
+    answer = engine.request(
+        "POST", f"/{index}/_search", {"size": 10000, "_source": [field]}, params=params
+    )
+    hits = answer["hits"]["hits"]
+    ids = [h["_id"] for h in hits]
+    assert len(ids) == len(set(ids))
+    return {h["_id"]: np.asarray(h["_source"][field], dtype=np.float32) for h in hits}
+
+
+def assert_direct(embedder, docs, got: dict[str, np.ndarray], dim: int, floor=0.9999):
+    """Each stored vector equals embedding the text directly at ``dim`` dimensions."""
+    want = embedder.embed([d["text"] for d in docs], dimensions=dim)
+    have = np.stack([got[d["_id"]] for d in docs])
+    have /= np.linalg.norm(have, axis=1, keepdims=True)
+    assert have.shape == (len(docs), dim)
+    cosine = (have * want).sum(axis=1)
+    assert cosine.min() >= floor, cosine.min()
+
+
+def test_truncate_renormalises():
+    v = np.array([3.0, 4.0, 12.0])
+    assert np.allclose(truncate(v, 2), [0.6, 0.8])
+    with pytest.raises(ReindexError):
+        truncate([0.0, 0.0, 1.0], 2)
+
+
+def test_truncation_path_no_downtime_no_lost_writes(opensearch_url, wide_bridge):
+    """2560 -> 128 on the engine; a search loop and a writer run throughout."""
+    _, embedder = wide_bridge
+    engine = EngineClient(opensearch_url)
+    docs = corpus(400)
+    fill(engine, embedder, "mrl", 2560, docs)
+
+    plan = plan_reindex(engine, embedder, "mrl", 128)
+    assert plan.method == "engine" and plan.documents == 400
+
+    stop = threading.Event()
+    errors: list[str] = []
+    searches = [0]
+    written: list[dict] = []
+
+    def search_loop():
+        search = HybridSearch(engine, embedder, read_meta(engine, "mrl"))
+        while not stop.is_set():
+            try:
+                hits = search.search("vector search engine", SearchOptions(mode="hybrid", k=5))
+                assert hits, "no hits"
+                searches[0] += 1
+            except Exception as exc:  # noqa: BLE001 - any failure is what we count
+                errors.append(repr(exc))
+
+    def writer():
+        rng = random.Random(7)
+        i = 0
+        while not stop.is_set():
+            meta = read_meta(engine, "mrl")  # a writer that follows the alias's dimension
+            doc = {"_id": f"w{i:04d}", "text": " ".join(rng.choices(WORDS, k=8))}
+            Indexer(engine, meta, embedder, progress=False).ingest(as_docs([doc]))
+            written.append(doc)
+            i += 1
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (search_loop, writer)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        before = searches[0]
+        summary = Reindexer(engine, embedder, plan, batch_size=50, progress=False).run()
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+
+    assert errors == []
+    assert before > 0 and searches[0] > before
+    meta = read_meta(engine, "mrl")
+    assert meta.index == "mrl-d128" and meta.dim == 128 and meta.reindex is None
+    assert set(engine.request("GET", "/_alias/mrl")) == {"mrl-d128"}
+    assert summary.sample_min_cosine >= 0.9999
+    got = vectors(engine, "mrl-d128")
+    everything = docs + written
+    assert set(got) == {d["_id"] for d in everything}, "a write during the reindex was lost"
+    assert_direct(embedder, docs, got, 128)
+    assert_direct(embedder, written, got, 128)
+    assert engine.exists("/mrl-d2560")  # kept without --delete-old
+
+    # Growing again needs new vectors: the plan re-embeds, and --delete-old drops the old.
+    plan = plan_reindex(engine, embedder, "mrl", 256, delete_old=True)
+    assert plan.method == "re-embed"
+    Reindexer(engine, embedder, plan, batch_size=100, progress=False).run()
+    assert not engine.exists("/mrl-d128")
+    assert_direct(embedder, everything, vectors(engine, "mrl-d256"), 256, floor=0.999)
+
+
+def run_cli(url, bridge_url, *args, **kw):
+    env = {**os.environ, "BRIDGE_ENGINE_URL": url, "BRIDGE_URL": bridge_url}
+    cmd = [sys.executable, "-m", "bridge.cli", "reindex", *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def test_kill_and_resume_gives_the_same_index(elasticsearch_url, wide_bridge):
+    """The bridge-side (scroll) path, killed mid-way with SIGKILL, then run again."""
+    bridge_url, embedder = wide_bridge
+    engine = EngineClient(elasticsearch_url)
+    docs = corpus(1200, seed=3)
+    fill(engine, embedder, "resume", 2560, docs)
+    source = vectors(engine, "resume-d2560")
+
+    dry = run_cli(elasticsearch_url, bridge_url, "--index", "resume", "--dim", "64", "--dry-run")
+    out, err = dry.communicate(timeout=120)
+    assert dry.returncode == 0, err
+    assert b"scroll" in out and b"resume-d64" in out
+    assert not engine.exists("/resume-d64")
+
+    proc = run_cli(
+        elasticsearch_url, bridge_url, "--index", "resume", "--dim", "64", "--batch", "10"
+    )
+    deadline = time.monotonic() + 120
+    copied = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        meta = read_meta(engine, "resume-d64")
+        copied = (meta.reindex or {}).get("copied", 0) if meta else 0
+        if copied >= 200:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    meta = read_meta(engine, "resume-d64")
+    assert meta.reindex["phase"] == "fill" and 200 <= meta.reindex["copied"] < len(docs)
+    assert read_meta(engine, "resume").index == "resume-d2560"  # alias not moved yet
+
+    again = run_cli(elasticsearch_url, bridge_url, "--index", "resume", "--dim", "64", "--json")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert b"resuming" in err
+    got = vectors(engine, "resume-d64")
+    assert set(got) == set(source)
+    for doc_id, wide in source.items():
+        assert np.dot(got[doc_id], truncate(wide, 64)) >= 0.9999
+    assert_direct(embedder, docs[:100], got, 64)
+    assert read_meta(engine, "resume").index == "resume-d64"
+
+
+def test_native_index_keeps_native_ingest(opensearch_url, wide_bridge):
+    """A native-mode index: truncation bypasses its pipeline; the new index gets its own."""
+    bridge_url, embedder = wide_bridge
+    engine = EngineClient(opensearch_url)
+    docs = corpus(60, seed=5)
+    fill(engine, embedder, "nat", 256, docs, mode="native", bridge_url=bridge_url)
+
+    plan = plan_reindex(engine, embedder, "nat", 64)
+    assert plan.method == "engine"
+    Reindexer(engine, embedder, plan, bridge_url=bridge_url, progress=False).run()
+    meta = read_meta(engine, "nat")
+    assert meta.mode == "native" and meta.dim == 64 and meta.pipeline
+    assert_direct(embedder, docs, vectors(engine, "nat-d64"), 64)
+
+    late = corpus(5, prefix="late", seed=9)  # ingested after the move: the new pipeline
+    Indexer(engine, meta, progress=False).ingest(as_docs(late))
+    engine.request("POST", "/nat/_refresh")
+    assert_direct(embedder, late, vectors(engine, "nat-d64"), 64)
+
+
+def test_refusals_are_clear(opensearch_url, wide_bridge):
+    _, embedder = wide_bridge
+    engine = EngineClient(opensearch_url)
+    fill(engine, embedder, "refuse", 128, corpus(3))
+    with pytest.raises(ReindexError, match="already serves 128"):
+        plan_reindex(engine, embedder, "refuse", 128)
+    with pytest.raises(ReindexError, match="not set up by the bridge"):
+        plan_reindex(engine, embedder, "no-such-alias", 64)
+    with pytest.raises(ReindexError, match="cannot give 256.*--re-embed"):
+        plan_reindex(engine, embedder, "refuse", 256, prefer="from-vectors")
+    with pytest.raises(ReindexError, match="1..2560|32..2560"):
+        plan_reindex(engine, embedder, "refuse", 16)
+    engine.request("PUT", "/refuse-d64", {})
+    with pytest.raises(ReindexError, match="already exists"):
+        plan_reindex(engine, embedder, "refuse", 64)
