@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import random
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -19,10 +22,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from bridge.clients.engine import EngineClient  # noqa: E402
+from bridge.index.ingest import Indexer, IngestSummary, as_docs  # noqa: E402
 from bridge.model.service import EmbeddingService, ServiceOptions  # noqa: E402
 from bridge.server.app import ServerSettings, create_app  # noqa: E402
 
-from tiny_qwen3 import build_tiny_qwen3  # noqa: E402
+from tiny_qwen3 import WORDS, build_tiny_qwen3  # noqa: E402
 
 
 def free_port() -> int:
@@ -58,6 +63,47 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+class ServiceProcess:
+    """``bridge serve`` as its own process (fault tests kill and restart it)."""
+
+    def __init__(self, *args: str, port: int | None = None) -> None:
+        self.args = args
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.log = b""
+
+    def start(self, timeout: float = 120) -> ServiceProcess:
+        cmd = [sys.executable, "-m", "bridge.cli", "serve", "--port", str(self.port), *self.args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.proc.poll() is None:
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"bridge serve did not become ready: {self.log[-2000:]!r}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self._collect()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+        self._collect()
+
+    def _collect(self) -> None:
+        if self.proc is not None:
+            out, _ = self.proc.communicate(timeout=60)
+            self.log += out or b""
+            self.proc = None
 
 
 @contextmanager
@@ -141,3 +187,57 @@ def opensearch_url() -> Iterator[str]:
 def elasticsearch_url() -> Iterator[str]:
     with local_engine("elasticsearch", "BRIDGE_TEST_ELASTICSEARCH_URL", heap="1g") as url:
         yield url
+
+
+# Ingest helpers of the fault tests.
+
+
+def corpus(n: int, prefix: str) -> list[dict]:
+    rng = random.Random(prefix)
+    return [
+        {"_id": f"{prefix}-{i}", "text": " ".join(rng.choices(WORDS, k=rng.randint(5, 30)))}
+        for i in range(n)
+    ]
+
+
+class Background:
+    """``Indexer.ingest`` in a thread; ``join`` returns its summary."""
+
+    def __init__(self, indexer: Indexer, docs: list[dict]) -> None:
+        self.summary: IngestSummary | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(indexer, docs), daemon=True)
+        self.thread.start()
+
+    def _run(self, indexer: Indexer, docs: list[dict]) -> None:
+        try:
+            self.summary = indexer.ingest(as_docs(docs))
+        except BaseException as exc:  # noqa: BLE001 - reported by join
+            self.error = exc
+
+    def join(self, timeout: float = 300) -> IngestSummary:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "ingest did not finish"
+        if self.error:
+            raise self.error
+        assert self.summary is not None
+        return self.summary
+
+
+def wait_count(engine: EngineClient, index: str, at_least: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = engine.request("GET", f"/{index}/_count", missing_ok=True)
+        if answer and answer["count"] >= at_least:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{index} never reached {at_least} documents")
+
+
+def assert_exactly_once(engine: EngineClient, index: str, docs: list[dict]) -> None:
+    engine.request("POST", f"/{index}/_refresh")
+    assert engine.request("GET", f"/{index}/_count")["count"] == len(docs)
+    hits = engine.request(
+        "POST", f"/{index}/_search", {"size": 10000, "_source": False, "query": {"match_all": {}}}
+    )["hits"]["hits"]
+    assert sorted(h["_id"] for h in hits) == sorted(d["_id"] for d in docs)

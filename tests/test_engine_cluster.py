@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from opensearchpy import OpenSearch
 
+from bridge.clients.embedding import EmbeddingClient
+from bridge.clients.engine import EngineClient
 from bridge.engines import cluster
+from bridge.index.ingest import Indexer
+from bridge.index.setup import setup_index
 
 from conftest import free_port_pair
 
@@ -60,3 +66,24 @@ def test_status_and_second_start_refused(three_nodes):
     assert cluster.status("opensearch", port) is not None
     with pytest.raises(cluster.EngineError, match="already running"):
         cluster.start("opensearch", port=port, progress=False)
+
+
+def test_ingest_rides_out_a_node_restart(three_nodes, qwen3_server):
+    """Documents keep coming while one of three nodes stops and rejoins: none lost."""
+    from test_faults import Background, assert_exactly_once, corpus, wait_count
+
+    state = three_nodes
+    engine = EngineClient(state.url, retry_for=120)
+    embedder = EmbeddingClient(qwen3_server.url)
+    meta, _ = setup_index(engine, embedder, "moving", 64, "bridge", shards=3, replicas=1)
+    docs = corpus(2000, "node")
+    ingest = Background(
+        Indexer(engine, meta, embedder, batch_size=20, progress=False, retry_for=120), docs
+    )
+    wait_count(engine, meta.index, 300)
+    cluster.stop_node(state.nodes[2])
+    time.sleep(3)
+    cluster.restart_node(state, 2)
+    summary = ingest.join()
+    assert summary.failed == [] and summary.indexed == len(docs)
+    assert_exactly_once(engine, meta.index, docs)

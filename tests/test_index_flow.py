@@ -182,7 +182,7 @@ def test_dead_letter_then_replay_loses_nothing(bridge, opensearch_url, tmp_path)
     with EngineClient(opensearch_url) as engine:
         meta, _ = setup_index(engine, embedder, "replay", 384, "bridge", replicas=0)
         # The embedding service is down: every document goes to the dead-letter file.
-        with EmbeddingClient(f"http://127.0.0.1:{free_port()}", attempts=1) as down:
+        with EmbeddingClient(f"http://127.0.0.1:{free_port()}", retry_for=0) as down:
             summary = Indexer(engine, meta, down, dead_letter=dead, progress=False).ingest(
                 read_jsonl(jsonl(DOCS))
             )

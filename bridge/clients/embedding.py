@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 
 from bridge.clients.errors import ClientError
-from bridge.clients.retry import call_with_retries
+from bridge.clients.retry import DEFAULT_RETRY_SECONDS, call_with_retries
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class EmbeddingClient:
         urls: str | Sequence[str],
         api_key: str | None = None,
         timeout: float = 120.0,
-        attempts: int = 6,
+        retry_for: float = DEFAULT_RETRY_SECONDS,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         self.api_key = api_key
@@ -38,7 +38,7 @@ class EmbeddingClient:
             raise ValueError("at least one embedding service URL is needed")
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(timeout=timeout, headers=headers)
-        self._attempts = attempts
+        self.retry_for = retry_for
         self._current = 0
 
     def close(self) -> None:
@@ -51,24 +51,43 @@ class EmbeddingClient:
         self.close()
 
     def _request(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
-        errors = []
-        for offset in range(len(self.urls)):
-            index = (self._current + offset) % len(self.urls)
-            url = self.urls[index].rstrip("/") + path
-            try:
-                response = call_with_retries(
-                    lambda url=url: self._http.request(method, url, json=body),
-                    attempts=self._attempts if len(self.urls) == 1 else 2,
-                )
-            except httpx.TransportError as exc:
-                errors.append(f"{url}: {exc.__class__.__name__}: {exc}")
-                continue
-            if response.status_code >= 500 or response.status_code == 429:
-                errors.append(f"{url}: HTTP {response.status_code}")
-                continue
-            self._current = index
-            return response
-        raise ClientError("no embedding service answered: " + "; ".join(errors))
+        """One request, failing over across the URLs and retrying whole rounds."""
+        errors: list[str] = []
+
+        def one_round() -> httpx.Response:
+            errors.clear()
+            last: httpx.Response | None = None
+            failure: httpx.TransportError | None = None
+            for offset in range(len(self.urls)):
+                index = (self._current + offset) % len(self.urls)
+                url = self.urls[index].rstrip("/") + path
+                try:
+                    response = self._http.request(method, url, json=body)
+                except httpx.TransportError as exc:
+                    errors.append(f"{url}: {exc.__class__.__name__}: {exc}")
+                    failure = exc
+                    continue
+                if response.status_code >= 500 or response.status_code == 429:
+                    errors.append(f"{url}: HTTP {response.status_code}")
+                    last = response
+                    continue  # the next URL may be healthy
+                self._current = index
+                return response
+            if last is not None:
+                return last
+            assert failure is not None
+            raise failure
+
+        try:
+            response = call_with_retries(one_round, within=self.retry_for)
+        except httpx.TransportError:
+            response = None
+        if response is None or response.status_code >= 500 or response.status_code == 429:
+            raise ClientError(
+                "no embedding service answered: " + "; ".join(errors),
+                response.status_code if response is not None else None,
+            )
+        return response
 
     def _check(self, response: httpx.Response) -> dict:
         if response.status_code >= 400:

@@ -14,7 +14,7 @@ import httpx
 import orjson
 
 from bridge.clients.errors import ClientError
-from bridge.clients.retry import call_with_retries
+from bridge.clients.retry import DEFAULT_RETRY_SECONDS, call_with_retries
 
 EngineKind = Literal["elasticsearch", "opensearch"]
 
@@ -38,6 +38,14 @@ def _reason(body: object) -> str:
     return str(body)[:500]
 
 
+def redact_url(url: str) -> str:
+    """``https://user:secret@host`` -> ``https://***@host``."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
 class EngineClient:
     def __init__(
         self,
@@ -49,7 +57,7 @@ class EngineClient:
         ca_file: str | None = None,
         verify: bool = True,
         timeout: float = 60.0,
-        attempts: int = 6,
+        retry_for: float = DEFAULT_RETRY_SECONDS,
     ) -> None:
         self.url = url.rstrip("/")
         headers = {"content-type": "application/json"}
@@ -62,8 +70,13 @@ class EngineClient:
             auth=auth,
             verify=ca_file if ca_file else verify,
         )
-        self._attempts = attempts
+        self.retry_for = retry_for
         self._info: EngineInfo | None = None
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without credentials, for messages and logs."""
+        return redact_url(self.url)
 
     def close(self) -> None:
         self._http.close()
@@ -92,10 +105,10 @@ class EngineClient:
                 lambda: self._http.request(
                     method, self.url + path, content=data, params=params, headers=headers
                 ),
-                attempts=self._attempts,
+                within=self.retry_for,
             )
         except httpx.TransportError as exc:
-            raise ClientError(f"cannot reach the engine at {self.url}: {exc}") from exc
+            raise ClientError(f"cannot reach the engine at {self.safe_url}: {exc}") from exc
 
     def request(
         self,
@@ -130,7 +143,7 @@ class EngineClient:
             response = self.send("GET", "/_nodes/_local", params={"filter_path": "nodes.*.version"})
             if response.status_code >= 400:
                 raise ClientError(
-                    f"{self.url} does not look like Elasticsearch or OpenSearch "
+                    f"{self.safe_url} does not look like Elasticsearch or OpenSearch "
                     f"(GET /_nodes answered {response.status_code})",
                     response.status_code,
                 )

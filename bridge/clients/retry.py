@@ -1,7 +1,8 @@
 """One retry policy for every outgoing call: connection errors, timeouts, 429 and 502-504.
 
 Exponential backoff with full jitter (tenacity); a server's ``Retry-After`` is honoured
-when it asks for longer.
+when it asks for longer. Retries go on for ``within`` seconds (default 60: long enough to
+ride out a restarting service or engine), then the last answer or error is returned.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     retry_if_result,
-    stop_after_attempt,
+    stop_after_delay,
     wait_random_exponential,
 )
 
 from bridge.clients.errors import RETRYABLE_STATUS
 
-_jitter = wait_random_exponential(multiplier=0.5, max=30)
+_jitter = wait_random_exponential(multiplier=0.5, max=10)
+DEFAULT_RETRY_SECONDS = 60.0
 
 
 def retry_after_seconds(response: httpx.Response | None) -> float | None:
@@ -50,16 +52,17 @@ def _give_up(state: RetryCallState) -> httpx.Response:
 
 def call_with_retries(
     send: Callable[[], httpx.Response],
-    attempts: int = 6,
+    within: float = DEFAULT_RETRY_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> httpx.Response:
-    """Call ``send`` until its answer is not retryable or attempts run out.
+    """Call ``send`` until its answer is not retryable or ``within`` seconds have passed
+    (0: one attempt).
 
     Returns the last response (which may still be a 429/5xx); raises the last
     transport error when no attempt got an answer.
     """
     retrying = Retrying(
-        stop=stop_after_attempt(attempts),
+        stop=stop_after_delay(within),
         wait=_wait,
         retry=retry_if_exception_type(httpx.TransportError)
         | retry_if_result(lambda r: r.status_code in RETRYABLE_STATUS),
@@ -69,6 +72,6 @@ def call_with_retries(
     return retrying(send)
 
 
-def backoff_seconds(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+def backoff_seconds(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
     """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))

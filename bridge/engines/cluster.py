@@ -212,8 +212,12 @@ def start(
     timeout: float = 240.0,
     progress: bool = True,
     require_checksum: bool = False,
+    settings: dict | None = None,
 ) -> ClusterState:
-    """Start ``nodes`` nodes on loopback and wait until the cluster is green."""
+    """Start ``nodes`` nodes on loopback and wait until the cluster is green.
+
+    ``settings`` go into every node's configuration file (e.g. a tiny write queue)."""
+    extra = dict(settings or {})
     dist = distribution(engine, version)
     port = port or DEFAULT_PORTS[engine]
     existing = status(engine, port)
@@ -238,7 +242,7 @@ def start(
         shutil.copytree(home / "config", conf)
         (node_dir / "data").mkdir(parents=True, exist_ok=True)
         (node_dir / "logs").mkdir(parents=True, exist_ok=True)
-        settings = {
+        node_settings = {
             "cluster.name": f"bridge-{engine}-{port}",
             "node.name": name,
             "http.port": port + i,
@@ -246,13 +250,14 @@ def start(
             "path.data": str(node_dir / "data"),
             "path.logs": str(node_dir / "logs"),
             **dist.settings(),
+            **extra,
         }
         if nodes == 1:
-            settings["discovery.type"] = "single-node"
+            node_settings["discovery.type"] = "single-node"
         else:
-            settings["discovery.seed_hosts"] = [f"127.0.0.1:{p}" for p in transport]
-            settings[dist.initial_managers_key] = names
-        (conf / dist.config_file).write_text(_yaml(settings))
+            node_settings["discovery.seed_hosts"] = [f"127.0.0.1:{p}" for p in transport]
+            node_settings[dist.initial_managers_key] = names
+        (conf / dist.config_file).write_text(_yaml(node_settings))
         states.append(NodeState(name, 0, port + i, transport[i], str(node_dir)))
     _chown_tree(root, user)
     _chown_tree(home, user)

@@ -39,12 +39,17 @@ def connection_options(func):
                      help="Embedding service URL; repeat for fail-over."),
         click.option("--bridge-api-key", envvar="BRIDGE_API_KEY", default=None,
                      help="Bearer key of the embedding service."),
+        click.option("--retry-for", envvar="BRIDGE_RETRY_FOR", type=float, default=60.0,
+                     show_default=True, help="Seconds to keep retrying connection errors, "
+                     "timeouts, 429 and 502-504 (of the engine and the service) before a "
+                     "document counts as failed."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
 
     @functools.wraps(func)
     def wrapper(**kw):
+        retry_for = kw.pop("retry_for")
         engine = EngineClient(
             kw.pop("engine_url"),
             username=kw.pop("engine_user"),
@@ -52,9 +57,10 @@ def connection_options(func):
             api_key=kw.pop("engine_api_key"),
             ca_file=kw.pop("ca_file"),
             verify=not kw.pop("insecure"),
+            retry_for=retry_for,
         )
         urls = [u for raw in kw.pop("bridge_urls") for u in raw.split(",") if u]
-        embedder = EmbeddingClient(urls, api_key=kw.pop("bridge_api_key"))
+        embedder = EmbeddingClient(urls, api_key=kw.pop("bridge_api_key"), retry_for=retry_for)
         try:
             return func(engine=engine, embedder=embedder, **kw)
         except (ClientError, SetupError) as exc:
@@ -163,6 +169,7 @@ def ingest(
     indexer = Indexer(
         engine, meta, embedder if meta.mode == "bridge" else None,
         batch_size=batch_size, id_field=id_field, dead_letter=dead_letter,
+        retry_for=engine.retry_for,
     )  # fmt: skip
     summary = ingest_file(indexer, file, dead_letter_input=retry_dead_letter)
     engine.request("POST", f"/{meta.alias}/_refresh")

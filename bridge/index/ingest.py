@@ -24,7 +24,7 @@ from tqdm import tqdm
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
-from bridge.clients.retry import backoff_seconds
+from bridge.clients.retry import DEFAULT_RETRY_SECONDS, backoff_seconds
 from bridge.index.setup import IndexMeta
 
 ID_FIELDS = ("_id", "id", "doc_id")
@@ -101,7 +101,7 @@ class Indexer:
         batch_size: int = 64,
         id_field: str | None = None,
         text_fields: tuple[str, ...] | None = None,
-        item_retries: int = 5,
+        retry_for: float = DEFAULT_RETRY_SECONDS,
         dead_letter: Path | None = None,
         progress: bool = True,
         concurrency: int = 2,
@@ -118,7 +118,7 @@ class Indexer:
         self.id_field = id_field
         # BEIR corpora have "title" and "text": both go into what is embedded.
         self.text_fields = text_fields or ("title", meta.text_field)
-        self.item_retries = item_retries
+        self.retry_for = retry_for
         self.dead_letter = dead_letter
         self.progress = progress
         # Two batches in flight keep the model busy while the engine indexes the other.
@@ -227,23 +227,41 @@ class Indexer:
         part = IngestSummary()
         texts = [body.pop("_embed_text") for _, _, body in batch]
         if self.meta.mode == "bridge" and not self.keep_vectors:
-            assert self.embedder is not None
-            try:
-                vectors = self.embedder.embed(texts, dimensions=self.meta.dim)
-            except ClientError as exc:
-                for line, doc_id, body in batch:
-                    part.failed.append(Failure(line, doc_id, f"embedding failed: {exc}", body))
-                return part
-            for (_, _, body), vector in zip(batch, vectors, strict=True):
-                body[self.meta.vector_field] = vector.tolist()
+            batch = self._embed(batch, texts, part)
         pending = {doc_id: (line, body) for line, doc_id, body in batch}
         part.skipped += len(batch) - len(pending)
-        for attempt in range(1, self.item_retries + 2):
-            pending = self._bulk_once(pending, part, final=attempt > self.item_retries)
-            if not pending:
-                break
-            time.sleep(backoff_seconds(attempt))
+        started = time.monotonic()
+        attempt = 0
+        while pending:
+            attempt += 1
+            wait = backoff_seconds(attempt)
+            final = time.monotonic() - started + wait > self.retry_for
+            pending = self._bulk_once(pending, part, final=final)
+            if pending:
+                time.sleep(wait)
         return part
+
+    def _embed(
+        self, batch: list[tuple[int | None, str, dict]], texts: list[str], part: IngestSummary
+    ) -> list[tuple[int | None, str, dict]]:
+        """Add vectors; the documents that get one are returned. A request the service
+        refuses (a text too long, say) is split until the culprits are alone, so one bad
+        document does not fail its neighbours."""
+        assert self.embedder is not None
+        try:
+            vectors = self.embedder.embed(texts, dimensions=self.meta.dim)
+        except ClientError as exc:
+            if exc.status is not None and 400 <= exc.status < 500 and len(batch) > 1:
+                half = len(batch) // 2
+                return self._embed(batch[:half], texts[:half], part) + self._embed(
+                    batch[half:], texts[half:], part
+                )
+            for line, doc_id, body in batch:
+                part.failed.append(Failure(line, doc_id, f"embedding failed: {exc}", body))
+            return []
+        for (_, _, body), vector in zip(batch, vectors, strict=True):
+            body[self.meta.vector_field] = vector.tolist()
+        return batch
 
     def _bulk_once(
         self, pending: dict[str, tuple[int | None, dict]], summary: IngestSummary, final: bool

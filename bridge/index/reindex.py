@@ -351,6 +351,7 @@ class Reindexer:
             self.embedder if self.target.mode == "bridge" and not truncating else None,
             batch_size=min(self.batch_size, 64) if not truncating else self.batch_size,
             progress=False,
+            retry_for=self.engine.retry_for,
             target=self.target.index,
             keep_vectors=truncating,
             # Vectors that are already there must not go through the embedding pipeline.

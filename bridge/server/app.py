@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import orjson
-from fastapi import Depends, FastAPI, Header
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import Response
 
 from bridge.model.batcher import Overloaded, ShuttingDown, TooLarge
@@ -182,8 +182,17 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
     app.state.service = service
     app.state.metrics = metrics
 
-    def require_key(authorization: str | None = Header(default=None)) -> None:
+    def require_key(request: Request, authorization: str | None = Header(default=None)) -> None:
         if not keys.check(authorization):
+            # Logged for operators, never with the key that was sent.
+            client = request.client.host if request.client else "?"
+            log.warning(
+                "refused %s %s from %s: %s API key (401)",
+                request.method,
+                request.url.path,
+                client,
+                "missing" if not authorization else "unknown",
+            )
             raise APIError(
                 401,
                 "missing or invalid API key: send 'Authorization: Bearer <key>'",
