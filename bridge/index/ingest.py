@@ -85,6 +85,15 @@ def read_jsonl(stream: IO[str] | IO[bytes]) -> Iterator[tuple[int, dict | Failur
         yield number, doc
 
 
+def item_reason(error: dict | None) -> str:
+    """An engine's per-item error with its causes: ``type: reason (cause: reason)``."""
+    parts = []
+    while isinstance(error, dict) and len(parts) < 3:
+        parts.append(f"{error.get('type')}: {error.get('reason')}")
+        error = error.get("caused_by")
+    return " (".join(parts) + ")" * (len(parts) - 1)
+
+
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -289,8 +298,7 @@ class Indexer:
             elif (status == 429 or status >= 500) and not final:
                 retry[doc_id] = pending[doc_id]
             else:
-                error = result.get("error", {})
-                reason = f"{error.get('type')}: {error.get('reason')}" if error else str(status)
+                reason = item_reason(result.get("error")) or str(status)
                 line, body = pending[doc_id]
                 summary.failed.append(Failure(line, doc_id, f"engine refused: {reason}", body))
         return retry
