@@ -7,6 +7,7 @@ is refused while the others are served; keys never reach logs or metrics.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -18,6 +19,7 @@ from bridge.clients.engine import EngineClient
 from bridge.engines import cluster
 from bridge.index.ingest import Indexer, as_docs
 from bridge.index.setup import setup_index
+from bridge.server.app import ServerSettings
 
 from conftest import (
     Background,
@@ -153,3 +155,23 @@ def test_keys_never_in_logs_or_metrics():
         assert secret not in metrics
         assert secret.encode() not in service.log
     assert b"unknown API key (401)" in service.log  # logged, without the key
+
+
+def test_key_file_rotates_without_restart(tiny_qwen3_dir, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("sk-old-one\n# comment lines are ignored\nsk-other\n")
+    service = make_service(tiny_qwen3_dir)
+    settings = ServerSettings(api_key_file=str(keys))
+    with live_server(service, settings) as server:
+
+        def status(key: str) -> int:
+            headers = {"authorization": f"Bearer {key}"}
+            body = {"input": "cats"}
+            return httpx.post(server.url + "/v1/embeddings", json=body, headers=headers).status_code
+
+        assert status("sk-old-one") == 200 and status("sk-other") == 200
+        assert status("sk-new-one") == 401
+        keys.write_text("sk-new-one\n")
+        os.utime(keys, (time.time() + 5, time.time() + 5))  # a visible change of mtime
+        assert status("sk-new-one") == 200
+        assert status("sk-old-one") == 401 and status("sk-other") == 401
