@@ -245,6 +245,47 @@ def reference_check(model_dir: Path, service, texts: list[str]) -> dict:
     }
 
 
+def graph_check(service, seed: int = 7) -> float | None:
+    """Lowest cosine between graph replays and eager passes over mixed small batches."""
+    import numpy as np
+
+    embedder = service.embedder
+    if embedder.graphs is None:
+        return None
+    rng = random.Random(seed)
+    worst = 1.0
+    for _ in range(40):
+        rows = rng.choice([1, 2, 3, 5, 7, 10, 16, 30])
+        batch = [[1000 + rng.randrange(VOCAB_WORDS) for _ in range(rng.randint(4, 120))]
+                 for _ in range(rows)]  # fmt: skip
+        batch = [seq + [END_ID] for seq in batch]
+        graphed = embedder.forward(batch)
+        graphs, embedder.graphs = embedder.graphs, None
+        eager = embedder.forward(batch)
+        embedder.graphs = graphs
+        a = graphed / np.linalg.norm(graphed, axis=1, keepdims=True)
+        b = eager / np.linalg.norm(eager, axis=1, keepdims=True)
+        worst = min(worst, float((a * b).sum(axis=1).min()))
+    return worst
+
+
+def scaling(serve, one_gpu, mixed, mixed_tokens, fixed, fixed_tokens, args) -> dict:
+    """Throughput on every visible GPU (one worker each, one queue) against one GPU."""
+    one_gpu.close()
+    every = serve("cuda")
+    every.warm_up()
+    out: dict = {"gpus": len(every.embedders)}
+    for name, texts, tokens in (("mixed", mixed, mixed_tokens), ("fixed512", fixed, fixed_tokens)):
+        r = run_ours_inprocess(every, texts)
+        out[f"inprocess_{name}_tokens_per_s"] = tokens / r["seconds"]
+    server, url = start_http(every)
+    r = run_http(url, mixed, args.clients * out["gpus"], 32)
+    out["http_mixed_tokens_per_s"] = mixed_tokens / r["seconds"]
+    server.should_exit = True
+    print(f"scaling over {out['gpus']} GPUs: {out}", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -258,6 +299,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--skip-st", action="store_true")
     parser.add_argument("--compile", action="store_true", help="Serve with torch.compile.")
+    parser.add_argument(
+        "--no-cuda-graphs", action="store_true", help="Serve without CUDA graphs for small batches."
+    )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="Also serve on every visible GPU (one worker each) and compare with one GPU.",
+    )
     parser.add_argument(
         "--sweep-budgets", default="", help="Also time in-process mixed at these token budgets."
     )
@@ -300,15 +349,21 @@ def main() -> None:
                     flush=True,
                 )
 
-    service = EmbeddingService.from_options(
-        ServiceOptions(
-            model=str(model_dir),
-            device="cuda",
-            max_batch_tokens=args.max_batch_tokens,
-            max_queue_tokens=10**9,  # the in-process run queues the whole corpus at once
-            compile=args.compile,
+    def serve(device: str):
+        return EmbeddingService.from_options(
+            ServiceOptions(
+                model=str(model_dir),
+                device=device,
+                max_batch_tokens=args.max_batch_tokens,
+                max_queue_tokens=10**9,  # the in-process run queues the whole corpus at once
+                compile=args.compile,
+                cuda_graphs=not args.no_cuda_graphs,
+            )
         )
-    )
+
+    result["gpus_visible"] = torch.cuda.device_count()
+    result["cuda_graphs"] = not args.no_cuda_graphs
+    service = serve("cuda:0")
     started = time.perf_counter()
     service.warm_up()
     result["compile"] = args.compile
@@ -317,6 +372,7 @@ def main() -> None:
     params = sum(p.numel() for p in service.embedder.model.parameters())
     result["parameters"] = params
     result["cosine_min"] = reference_check(model_dir, service, mixed[:64])
+    result["cosine_min"]["graphs_vs_eager"] = graph_check(service)
     print(f"cosines: {result['cosine_min']}", flush=True)
     for name, texts, tokens in (("mixed", mixed, mixed_tokens), ("fixed512", fixed, fixed_tokens)):
         r = run_ours_inprocess(service, texts)
@@ -347,6 +403,13 @@ def main() -> None:
     result["latency_10x128"] = latency(url, ten, 200)
     print(f"latency 1x16: {result['latency_one_query_16']}", flush=True)
     print(f"latency 10x128: {result['latency_10x128']}", flush=True)
+    if service.embedder.graphs is not None:  # the same server with the graphs set aside
+        graphs, service.embedder.graphs = service.embedder.graphs, None
+        result["latency_one_query_16_eager"] = latency(url, short, 200)
+        result["latency_10x128_eager"] = latency(url, ten, 200)
+        service.embedder.graphs = graphs
+        print(f"eager latency 1x16: {result['latency_one_query_16_eager']}", flush=True)
+        print(f"eager latency 10x128: {result['latency_10x128_eager']}", flush=True)
     longest = texts_of_lengths([service.max_input_tokens] * 4, seed=9)
     torch.cuda.reset_peak_memory_stats()
     service.embed_sync(longest)
@@ -365,6 +428,19 @@ def main() -> None:
     result["fixed512_fraction_of_gemm"] = (
         result["ours_inprocess_fixed512"]["tflops"] / result["gemm_bf16_tflops"]
     )
+    if args.scaling and torch.cuda.device_count() > 1:
+        sc = scaling(serve, service, mixed, mixed_tokens, fixed, fixed_tokens, args)
+        sc["inprocess_mixed_speedup"] = (
+            sc["inprocess_mixed_tokens_per_s"] / result["ours_inprocess_mixed"]["tokens_per_s"]
+        )
+        sc["inprocess_fixed512_speedup"] = (
+            sc["inprocess_fixed512_tokens_per_s"]
+            / result["ours_inprocess_fixed512"]["tokens_per_s"]
+        )
+        sc["http_mixed_speedup"] = (
+            sc["http_mixed_tokens_per_s"] / result["ours_http_mixed"]["tokens_per_s"]
+        )
+        result["scaling"] = sc
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=1))

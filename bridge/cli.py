@@ -55,7 +55,8 @@ def main() -> None:
     envvar="BRIDGE_DEVICE",
     default="auto",
     show_default=True,
-    help="auto, cpu, cuda or cuda:N.",
+    help="auto, cpu, cuda (every visible GPU, one worker each), cuda:N, or a list "
+    "such as cuda:0,cuda:1.",
 )
 @click.option(
     "--dtype",
@@ -111,6 +112,14 @@ def main() -> None:
     help="torch.compile the model: faster on GPUs, minutes of compilation before /ready.",
 )
 @click.option(
+    "--cuda-graphs/--no-cuda-graphs",
+    envvar="BRIDGE_CUDA_GRAPHS",
+    default=True,
+    show_default=True,
+    help="On a GPU, capture CUDA graphs for small batches at start-up (short queries "
+    "skip the Python kernel-launch overhead).",
+)
+@click.option(
     "--allow-truncation",
     envvar="BRIDGE_ALLOW_TRUNCATION",
     is_flag=True,
@@ -156,6 +165,7 @@ def serve(**opts) -> None:
         max_queue_tokens=opts["max_queue_tokens"],
         allow_truncation=opts["allow_truncation"],
         compile=opts["compile_model"],
+        cuda_graphs=opts["cuda_graphs"],
     )
     try:
         service = EmbeddingService.from_options(options)
@@ -171,9 +181,10 @@ def serve(**opts) -> None:
     )
     app = create_app(service, settings)
     profile = service.profile
+    devices = ", ".join(str(e.device) for e in service.embedders)
     click.echo(
         f"serving {profile.name} ({profile.kind}, dim {profile.native_dim}) "
-        f"on http://{opts['host']}:{opts['port']} with {service.embedder.device}"
+        f"on http://{opts['host']}:{opts['port']} with {devices}"
         + (" (API keys required)" if keys or opts["api_key_file"] else ""),
         err=True,
     )

@@ -136,3 +136,28 @@ def test_model_failure_reaches_caller_and_worker_survives():
         assert batcher.submit([[2]]).result(5)[0, 0] == 2
     finally:
         batcher.close()
+
+
+def test_several_workers_share_one_queue():
+    """One worker per GPU: both take batches from the one queue; answers stay exact."""
+    used = [0, 0]
+
+    def worker(i: int):
+        echo = echo_forward()
+
+        def forward(batch):
+            time.sleep(0.01)
+            used[i] += 1
+            return echo(batch)
+
+        return forward
+
+    batcher = Batcher([worker(0), worker(1)], max_batch_tokens=16)
+    try:
+        assert batcher.workers == 2
+        futures = [batcher.submit([[j + 1] * (j % 7 + 1)]) for j in range(60)]
+        for j, future in enumerate(futures):
+            assert future.result(10).tolist() == [[j + 1, j % 7 + 1]]
+        assert used[0] > 0 and used[1] > 0
+    finally:
+        batcher.close()

@@ -124,14 +124,14 @@ def test_missing_or_wrong_key_is_401(small_server):
 
 def test_overload_is_429_with_retry_after(tiny_qwen3_dir):
     service = make_service(tiny_qwen3_dir, max_batch_tokens=64, max_queue_tokens=64)
-    forward = service.batcher._forward
+    forward = service.batcher._forwards[0]
 
     def slow_forward(batch):
         time.sleep(0.3)
         return forward(batch)
 
     with live_server(service) as server:
-        service.batcher._forward = slow_forward
+        service.batcher._forwards[0] = slow_forward
         statuses: list[httpx.Response] = []
 
         def client():

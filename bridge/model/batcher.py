@@ -14,7 +14,7 @@ import bisect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -96,17 +96,22 @@ def take_batch(pending: list[_Item], max_batch_tokens: int) -> list[_Item]:
 
 
 class Batcher:
-    """Owns the worker thread that calls ``forward``; thread-safe ``submit``."""
+    """Owns one worker thread per ``forward`` (one per GPU); thread-safe ``submit``.
+
+    The workers share the length-sorted pending list: whichever is free cuts the next
+    batch, so several GPUs serve one queue (data parallel)."""
 
     def __init__(
         self,
-        forward: ForwardFn,
+        forward: ForwardFn | Sequence[ForwardFn],
         max_batch_tokens: int = 16384,
         max_queue_tokens: int | None = None,
         observer: BatchObserver | None = None,
         on_idle: Callable[[], None] | None = None,
     ) -> None:
-        self._forward = forward
+        self._forwards = [forward] if callable(forward) else list(forward)
+        if not self._forwards:
+            raise ValueError("at least one forward function is needed")
         self._on_idle = on_idle
         self.max_batch_tokens = max_batch_tokens
         self.max_queue_tokens = max_queue_tokens or max(16 * max_batch_tokens, 262144)
@@ -117,8 +122,17 @@ class Batcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._tokens_per_second = 0.0
-        self._thread = threading.Thread(target=self._run, name="bridge-batcher", daemon=True)
-        self._thread.start()
+        self._busy = 0
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"bridge-batcher-{i}", daemon=True)
+            for i in range(len(self._forwards))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def workers(self) -> int:
+        return len(self._forwards)
 
     @property
     def queued_items(self) -> int:
@@ -158,7 +172,7 @@ class Batcher:
         return future
 
     def _retry_after(self) -> float:
-        rate = self._tokens_per_second or 1000.0
+        rate = (self._tokens_per_second or 1000.0) * len(self._forwards)
         return max(1.0, round(self._queued_tokens / rate, 1))
 
     def close(self, timeout: float = 10.0) -> None:
@@ -166,11 +180,13 @@ class Batcher:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     def _next_batch(self) -> list[_Item] | None:
         with self._cond:
-            if not self._pending and self._on_idle is not None:
+            self._busy -= 1
+            if not self._pending and not self._busy and self._on_idle is not None:
                 self._on_idle()
             while not self._pending and not self._stopping:
                 self._cond.wait()
@@ -178,24 +194,27 @@ class Batcher:
                 return None
             batch = take_batch(self._pending, self.max_batch_tokens)
             self._queued_tokens -= sum(it.length for it in batch)
+            self._busy += 1
             return batch
 
-    def _run(self) -> None:
+    def _run(self, worker: int) -> None:
+        with self._cond:
+            self._busy += 1
         while True:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._run_batch(batch)
+            self._run_batch(batch, self._forwards[worker])
 
-    def _run_batch(self, batch: list[_Item]) -> None:
+    def _run_batch(self, batch: list[_Item], forward: ForwardFn) -> None:
         live = [it for it in batch if not it.request.failed]
         if not live:
             return
         started = time.perf_counter()
         try:
-            rows = self._forward([it.seq for it in live])
+            rows = forward([it.seq for it in live])
         except torch.OutOfMemoryError:
-            self._after_oom(live)
+            self._after_oom(live, forward)
             return
         except Exception as exc:  # a model failure must reach the callers, not kill the thread
             log.exception("forward pass failed")
@@ -212,7 +231,7 @@ class Batcher:
         for it, row in zip(live, rows, strict=True):
             self._deliver(it, row)
 
-    def _after_oom(self, batch: list[_Item]) -> None:
+    def _after_oom(self, batch: list[_Item], forward: ForwardFn) -> None:
         """Out of device memory: split the batch; a single sequence that still fails is refused."""
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -227,8 +246,8 @@ class Batcher:
             return
         log.warning("out of device memory on a batch of %d; splitting", len(batch))
         half = len(batch) // 2
-        self._run_batch(batch[:half])
-        self._run_batch(batch[half:])
+        self._run_batch(batch[:half], forward)
+        self._run_batch(batch[half:], forward)
 
     @staticmethod
     def _deliver(item: _Item, row: np.ndarray) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from bridge.model.graphs import DEFAULT_MAX_TOKENS, GraphCache
 from bridge.model.profile import ModelProfile
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,16 @@ def pick_device(device: str) -> torch.device:
     return dev
 
 
+def pick_devices(device: str) -> list[str]:
+    """One entry per model replica: ``cuda`` means every visible GPU (one worker each;
+    narrow it with CUDA_VISIBLE_DEVICES), ``cuda:0,cuda:1`` a list, anything else one."""
+    if device == "cuda" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if "," in device:
+        return [d.strip() for d in device.split(",") if d.strip()]
+    return [device]
+
+
 def pick_dtype(device: torch.device, dtype: str) -> torch.dtype:
     """bf16 on CUDA and float32 on CPU unless told (fp16 can overflow on Qwen3)."""
     if dtype == "auto":
@@ -60,6 +72,7 @@ class Embedder:
     model: torch.nn.Module
     device: torch.device
     dtype: torch.dtype
+    graphs: GraphCache | None = None
 
     @classmethod
     def load(
@@ -87,6 +100,21 @@ class Embedder:
             model = torch.compile(model, dynamic=True)
         return cls(profile, tokenizer, model, dev, torch_dtype)
 
+    def capture_graphs(self, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+        """CUDA graphs for batches up to ``max_tokens`` padded tokens (see graphs.py)."""
+        if self.device.type != "cuda" or self.graphs is not None:
+            return
+        cache = GraphCache(
+            self._pooled_forward,
+            self.device,
+            self.pad_id,
+            left_padding=self.profile.padding_side == "left",
+            with_positions=self.profile.kind == "qwen3",
+            max_tokens=max_tokens,
+        )
+        cache.capture_all()
+        self.graphs = cache
+
     def warm_up_shapes(self) -> None:
         """Forward passes over the shapes a compiled model specialises on (1 row, several
         rows, with and without padding), so that no client waits for a compilation."""
@@ -103,9 +131,17 @@ class Embedder:
         pad = self.tokenizer.pad_token_id
         return int(pad) if pad is not None else 0
 
-    @torch.inference_mode()
     def forward(self, batch: list[list[int]]) -> np.ndarray:
         """Pooled, not yet normalised, float32 vectors, one row per sequence, in order."""
+        on_gpu = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
+        with on_gpu, torch.inference_mode():  # the worker thread's current GPU is this one
+            return self._forward(batch)
+
+    def _forward(self, batch: list[list[int]]) -> np.ndarray:
+        if self.graphs is not None:
+            replayed = self.graphs.run(batch)
+            if replayed is not None:
+                return replayed
         lengths = torch.tensor([len(s) for s in batch])
         width = int(lengths.max())
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
@@ -119,16 +155,25 @@ class Embedder:
             ids, mask = ids.pin_memory(), mask.pin_memory()
         ids = ids.to(self.device, non_blocking=True)
         mask = mask.to(self.device, non_blocking=True)
-        kwargs = {}
-        if bool((lengths != width).any()):
-            # Padding: the mask is needed (and Qwen3 positions start at each text's first token).
+        if not bool((lengths != width).any()):
+            # Without padding no mask is passed, so attention can take its fused causal kernel.
+            return self._pooled_forward(ids, None, None).cpu().numpy()
+        # Padding: the mask is needed (and Qwen3 positions start at each text's first token).
+        positions = (mask.cumsum(-1) - 1).clamp(min=0) if self.profile.kind == "qwen3" else None
+        return self._pooled_forward(ids, mask, positions).cpu().numpy()
+
+    def _pooled_forward(
+        self, ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor | None
+    ) -> torch.Tensor:
+        kwargs: dict = {}
+        if mask is not None:
             kwargs["attention_mask"] = mask
-            if self.profile.kind == "qwen3":
-                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-        # Without padding no mask is passed, so attention can take its fused causal kernel.
+        if positions is not None:
+            kwargs["position_ids"] = positions
         hidden = self.model(input_ids=ids, **kwargs).last_hidden_state
-        pooled = self._pool(hidden, mask, left)
-        return pooled.float().cpu().numpy()
+        if mask is None:
+            mask = torch.ones(ids.shape, dtype=torch.long, device=ids.device)
+        return self._pool(hidden, mask, self.profile.padding_side == "left")
 
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor, left: bool) -> torch.Tensor:
         pooling = self.profile.pooling

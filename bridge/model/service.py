@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bridge.model.batcher import Batcher, BatchObserver
-from bridge.model.embedder import Embedder, finish_vectors
+from bridge.model.embedder import Embedder, finish_vectors, pick_devices
 from bridge.model.inputs import InputError, InputPreparer, InputType
 from bridge.model.memory import release_free_memory
 from bridge.model.profile import ModelProfile, load_profile
@@ -38,6 +38,7 @@ class ServiceOptions:
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
+    cuda_graphs: bool = True  # replay captured graphs for small batches on CUDA
     max_batch_tokens: int | None = None  # None: chosen by device (default_batch_tokens)
     max_input_tokens: int | None = None  # None: 8192, capped at the model's limit
     max_queue_tokens: int | None = None
@@ -57,11 +58,12 @@ class EmbeddingService:
 
     def __init__(
         self,
-        embedder: Embedder,
+        embedders: Embedder | Sequence[Embedder],
         options: ServiceOptions,
         observer: BatchObserver | None = None,
     ) -> None:
-        self.embedder = embedder
+        self.embedders = [embedders] if isinstance(embedders, Embedder) else list(embedders)
+        embedder = self.embedder = self.embedders[0]
         self.options = options
         self.profile: ModelProfile = embedder.profile
         wanted = options.max_input_tokens or DEFAULT_MAX_INPUT_TOKENS
@@ -77,7 +79,7 @@ class EmbeddingService:
         )
         on_cpu = embedder.device.type == "cpu"
         self.batcher = Batcher(
-            embedder.forward,
+            [e.forward for e in self.embedders],  # one worker per replica (GPU)
             max_batch_tokens=options.max_batch_tokens or default_batch_tokens(embedder.device),
             max_queue_tokens=options.max_queue_tokens,
             observer=observer,
@@ -93,8 +95,11 @@ class EmbeddingService:
         cls, options: ServiceOptions, observer: BatchObserver | None = None
     ) -> EmbeddingService:
         profile = load_profile(options.model, options.revision)
-        embedder = Embedder.load(profile, options.device, options.dtype, options.compile)
-        return cls(embedder, options, observer)
+        embedders = [
+            Embedder.load(profile, device, options.dtype, options.compile)
+            for device in pick_devices(options.device)
+        ]
+        return cls(embedders, options, observer)
 
     @property
     def dim_range(self) -> tuple[int, int]:
@@ -166,9 +171,21 @@ class EmbeddingService:
         return EmbedResult(finish_vectors(pooled, dim, self.profile.normalize), sum(map(len, seqs)))
 
     def warm_up(self) -> None:
-        """Real forward passes (every compiled shape class); sets ``ready`` when they succeed."""
+        """Real forward passes (every compiled shape class); sets ``ready`` when they succeed.
+        Runs once: a second call (another app over the same service) returns at once."""
+        if self.ready:
+            return
+        seqs = self.prepare(["warm-up"])
+        # Every replica, not just the one the queue picks; graphs are captured before any
+        # other replica's work is in flight.
         if self.options.compile:
-            self.embedder.warm_up_shapes()
+            for embedder in self.embedders:
+                embedder.warm_up_shapes()
+        if self.options.cuda_graphs:
+            for embedder in self.embedders:
+                embedder.capture_graphs()
+        for embedder in self.embedders:
+            embedder.forward(seqs)
         self.embed_sync(["warm-up"])
         self.ready = True
 

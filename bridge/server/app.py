@@ -147,12 +147,13 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
     metrics = Metrics()
     batcher = service.batcher
     metrics.track_queue(lambda: batcher.queued_items, lambda: batcher.queued_tokens)
-    if service.embedder.device.type == "cuda":
+    devices = [e.device for e in service.embedders if e.device.type == "cuda"]
+    if devices:
         import torch
 
-        dev = service.embedder.device
         metrics.track_gpu(
-            lambda: torch.cuda.memory_allocated(dev), lambda: torch.cuda.memory_reserved(dev)
+            lambda: sum(torch.cuda.memory_allocated(d) for d in devices),
+            lambda: sum(torch.cuda.memory_reserved(d) for d in devices),
         )
     batcher.observer = metrics.observe_batch
     model_name = settings.served_model_name or service.profile.name
