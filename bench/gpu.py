@@ -323,6 +323,11 @@ def main() -> None:
     import transformers
 
     result["transformers"] = transformers.__version__
+
+    def save() -> None:  # after every phase: a run cut short still leaves its numbers
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
     result["gemm_bf16_tflops"] = gemm_ceiling()
     print(f"GEMM ceiling {result['gemm_bf16_tflops']:.0f} TFLOP/s", flush=True)
     model_dir = Path(args.model) if args.model else build_model_dir(args.build_dir, args.layers)
@@ -369,11 +374,13 @@ def main() -> None:
     result["compile"] = args.compile
     result["warm_up_seconds"] = time.perf_counter() - started
     print(f"warm-up {result['warm_up_seconds']:.0f} s (compile={args.compile})", flush=True)
+    save()
     params = sum(p.numel() for p in service.embedder.model.parameters())
     result["parameters"] = params
     result["cosine_min"] = reference_check(model_dir, service, mixed[:64])
     result["cosine_min"]["graphs_vs_eager"] = graph_check(service)
     print(f"cosines: {result['cosine_min']}", flush=True)
+    save()
     for name, texts, tokens in (("mixed", mixed, mixed_tokens), ("fixed512", fixed, fixed_tokens)):
         r = run_ours_inprocess(service, texts)
         r["tokens_per_s"] = tokens / r["seconds"]
@@ -381,6 +388,7 @@ def main() -> None:
         r["tflops"] = flops / r["seconds"] / 1e12
         result[f"ours_inprocess_{name}"] = r
         print(f"ours in-process {name}: {r['tokens_per_s']:.0f} tok/s", flush=True)
+        save()
 
     sweep = {}
     for budget in [int(b) for b in args.sweep_budgets.split(",") if b]:
@@ -397,12 +405,14 @@ def main() -> None:
     r["tokens_per_s"] = mixed_tokens / r["seconds"]
     result["ours_http_mixed"] = r
     print(f"ours over HTTP mixed: {r['tokens_per_s']:.0f} tok/s", flush=True)
+    save()
     short = [[t] for t in texts_of_lengths([16] * 50, seed=4)]
     ten = [texts_of_lengths([128] * 10, seed=5 + i) for i in range(20)]
     result["latency_one_query_16"] = latency(url, short, 200)
     result["latency_10x128"] = latency(url, ten, 200)
     print(f"latency 1x16: {result['latency_one_query_16']}", flush=True)
     print(f"latency 10x128: {result['latency_10x128']}", flush=True)
+    save()
     if service.embedder.graphs is not None:  # the same server with the graphs set aside
         graphs, service.embedder.graphs = service.embedder.graphs, None
         result["latency_one_query_16_eager"] = latency(url, short, 200)
