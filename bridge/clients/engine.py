@@ -7,6 +7,7 @@ lack ``GET /`` (the Elasticsearch integ-test distribution).
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -68,7 +69,7 @@ class EngineClient:
             timeout=timeout,
             headers=headers,
             auth=auth,
-            verify=ca_file if ca_file else verify,
+            verify=ssl.create_default_context(cafile=ca_file) if ca_file else verify,
         )
         self.retry_for = retry_for
         self._info: EngineInfo | None = None
