@@ -30,10 +30,13 @@ bench: install
 	$(PY) bench/cpu_service.py --out bench/results/cpu_service.json
 	$(PY) bench/ingest.py --out bench/results/ingest.json
 	$(PY) bench/engine_start.py --out bench/results/engine_start.json
+	$(PY) bench/reindex.py --out bench/results/reindex.json
+	$(PY) bench/load.py --out bench/results/load.json
 
 # On a CUDA machine (see docs/benchmarks.md): Qwen3-Embedding-4B against the peers.
 bench-gpu: install
 	$(PY) bench/gpu.py --clients 64 --out bench/results/gpu.json
+	$(PY) bench/gpu_kernels.py --out bench/results/gpu_kernels.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

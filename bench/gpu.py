@@ -303,6 +303,9 @@ def main() -> None:
         "--no-cuda-graphs", action="store_true", help="Serve without CUDA graphs for small batches."
     )
     parser.add_argument(
+        "--no-fused-kernels", action="store_true", help="Serve without the Triton kernels."
+    )
+    parser.add_argument(
         "--scaling",
         action="store_true",
         help="Also serve on every visible GPU (one worker each) and compare with one GPU.",
@@ -363,11 +366,13 @@ def main() -> None:
                 max_queue_tokens=10**9,  # the in-process run queues the whole corpus at once
                 compile=args.compile,
                 cuda_graphs=not args.no_cuda_graphs,
+                fused_kernels=not args.no_fused_kernels,
             )
         )
 
     result["gpus_visible"] = torch.cuda.device_count()
     result["cuda_graphs"] = not args.no_cuda_graphs
+    result["fused_kernels"] = not args.no_fused_kernels
     service = serve("cuda:0")
     started = time.perf_counter()
     service.warm_up()

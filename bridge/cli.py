@@ -120,6 +120,14 @@ def main() -> None:
     "skip the Python kernel-launch overhead).",
 )
 @click.option(
+    "--fused-kernels/--no-fused-kernels",
+    envvar="BRIDGE_FUSED_KERNELS",
+    default=True,
+    show_default=True,
+    help="On a GPU, run Qwen3's RMSNorms and SiLU·mul as fused Triton kernels (and gate "
+    "and up projections as one GEMM).",
+)
+@click.option(
     "--allow-truncation",
     envvar="BRIDGE_ALLOW_TRUNCATION",
     is_flag=True,
@@ -166,6 +174,7 @@ def serve(**opts) -> None:
         allow_truncation=opts["allow_truncation"],
         compile=opts["compile_model"],
         cuda_graphs=opts["cuda_graphs"],
+        fused_kernels=opts["fused_kernels"],
     )
     try:
         service = EmbeddingService.from_options(options)

@@ -39,6 +39,7 @@ class ServiceOptions:
     dtype: str = "auto"
     compile: bool = False
     cuda_graphs: bool = True  # replay captured graphs for small batches on CUDA
+    fused_kernels: bool = True  # Triton RMSNorm and SiLU·mul for Qwen3 on CUDA
     max_batch_tokens: int | None = None  # None: chosen by device (default_batch_tokens)
     max_input_tokens: int | None = None  # None: 8192, capped at the model's limit
     max_queue_tokens: int | None = None
@@ -96,7 +97,7 @@ class EmbeddingService:
     ) -> EmbeddingService:
         profile = load_profile(options.model, options.revision)
         embedders = [
-            Embedder.load(profile, device, options.dtype, options.compile)
+            Embedder.load(profile, device, options.dtype, options.compile, options.fused_kernels)
             for device in pick_devices(options.device)
         ]
         return cls(embedders, options, observer)
