@@ -86,7 +86,7 @@ def test_truncation_path_no_downtime_no_lost_writes(opensearch_url, wide_bridge)
     _, embedder = wide_bridge
     engine = EngineClient(opensearch_url)
     docs = corpus(400)
-    fill(engine, embedder, "mrl", 2560, docs)
+    old_meta = fill(engine, embedder, "mrl", 2560, docs)
 
     plan = plan_reindex(engine, embedder, "mrl", 128)
     assert plan.method == "engine" and plan.documents == 400
@@ -94,7 +94,7 @@ def test_truncation_path_no_downtime_no_lost_writes(opensearch_url, wide_bridge)
     stop = threading.Event()
     errors: list[str] = []
     searches = [0]
-    written: list[dict] = []
+    written: dict[str, dict] = {}  # new documents, and new texts of old ones
 
     def search_loop():
         search = HybridSearch(engine, embedder, read_meta(engine, "mrl"))
@@ -111,9 +111,10 @@ def test_truncation_path_no_downtime_no_lost_writes(opensearch_url, wide_bridge)
         i = 0
         while not stop.is_set():
             meta = read_meta(engine, "mrl")  # a writer that follows the alias's dimension
-            doc = {"_id": f"w{i:04d}", "text": " ".join(rng.choices(WORDS, k=8))}
+            doc_id = f"d{i:05d}" if i % 3 == 0 else f"w{i:04d}"  # every third an update
+            doc = {"_id": doc_id, "text": " ".join(rng.choices(WORDS, k=8))}
             Indexer(engine, meta, embedder, progress=False).ingest(as_docs([doc]))
-            written.append(doc)
+            written[doc_id] = doc
             i += 1
             time.sleep(0.02)
 
@@ -137,11 +138,18 @@ def test_truncation_path_no_downtime_no_lost_writes(opensearch_url, wide_bridge)
     assert set(engine.request("GET", "/_alias/mrl")) == {"mrl-d128"}
     assert summary.sample_min_cosine >= 0.9999
     got = vectors(engine, "mrl-d128")
-    everything = docs + written
+    everything = list(({d["_id"]: d for d in docs} | written).values())
     assert set(got) == {d["_id"] for d in everything}, "a write during the reindex was lost"
-    assert_direct(embedder, docs, got, 128)
-    assert_direct(embedder, written, got, 128)
+    assert any(k.startswith("d") for k in written), "no update happened during the run"
+    assert_direct(embedder, everything, got, 128)  # updated texts: their new vectors
     assert engine.exists("/mrl-d2560")  # kept without --delete-old
+
+    # An ingest that began before the move (its metadata says 2560) follows the alias.
+    late = {"_id": "late", "text": "vector search after the move"}
+    summary = Indexer(engine, old_meta, embedder, progress=False).ingest(as_docs([late]))
+    assert summary.indexed == 1 and summary.failed == []
+    assert_direct(embedder, [late], vectors(engine, "mrl-d128"), 128)
+    everything.append(late)
 
     # Growing again needs new vectors: the plan re-embeds, and --delete-old drops the old.
     plan = plan_reindex(engine, embedder, "mrl", 256, delete_old=True)

@@ -25,7 +25,7 @@ from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.clients.retry import DEFAULT_RETRY_SECONDS, backoff_seconds
-from bridge.index.setup import IndexMeta
+from bridge.index.setup import IndexMeta, read_meta
 
 ID_FIELDS = ("_id", "id", "doc_id")
 
@@ -116,6 +116,7 @@ class Indexer:
         concurrency: int = 2,
         target: str | None = None,
         keep_vectors: bool = False,
+        keep_stamps: bool = False,
         pipeline: str | None = None,
     ) -> None:
         if meta.mode == "bridge" and embedder is None and not keep_vectors:
@@ -136,6 +137,8 @@ class Indexer:
         # own vectors (truncated from wider ones), and may bypass the default pipeline.
         self.target = target or meta.alias
         self.keep_vectors = keep_vectors
+        # A reindex copy keeps the document's own write time: it versions the copy.
+        self.keep_stamps = keep_stamps
         self.bulk_params = {"pipeline": pipeline} if pipeline else None
 
     def embed_text(self, doc: dict) -> str:
@@ -168,10 +171,17 @@ class Indexer:
             "model": self.meta.model,
             "dim": self.meta.dim,
             "content_hash": content_hash(embed_text),
-            "indexed_at": int(time.time() * 1000),
+            "indexed_at": self._stamp(doc),
         }
         body["_embed_text"] = embed_text
         return doc_id, body
+
+    def _stamp(self, doc: dict) -> int:
+        if self.keep_stamps:
+            stamp = (doc.get("bridge") or {}).get("indexed_at")
+            if isinstance(stamp, int):
+                return stamp
+        return int(time.time() * 1000)
 
     def _id_of(self, doc: dict) -> str | None:
         fields = (self.id_field,) if self.id_field else ID_FIELDS
@@ -248,6 +258,32 @@ class Indexer:
             pending = self._bulk_once(pending, part, final=final)
             if pending:
                 time.sleep(wait)
+        return self._follow_alias(part)
+
+    def _follow_alias(self, part: IngestSummary) -> IngestSummary:
+        """When ``bridge reindex`` moved the alias to another dimension mid-ingest, the
+        engine refuses vectors of the old one: embed those documents again for the new
+        index and write them there."""
+        refused = [f for f in part.failed if f.doc and f.reason.startswith("engine refused")]
+        if not refused or self.target != self.meta.alias:
+            return part
+        fresh = read_meta(self.engine, self.meta.alias)
+        if fresh is None or fresh.index == self.meta.index:
+            return part
+        self.meta = fresh
+        part.failed = [f for f in part.failed if f not in refused]
+        batch = []
+        for failure in refused:
+            doc = {k: v for k, v in (failure.doc or {}).items() if k != fresh.vector_field}
+            prepared = self._prepare(failure.line, {**doc, "_id": failure.doc_id})
+            if isinstance(prepared, Failure):
+                part.failed.append(prepared)
+            else:
+                batch.append((failure.line, *prepared))
+        again = self._flush(batch) if batch else IngestSummary()
+        part.indexed += again.indexed
+        part.skipped += again.skipped
+        part.failed.extend(again.failed)
         return part
 
     def _embed(

@@ -353,6 +353,7 @@ class Reindexer:
             progress=False,
             retry_for=self.engine.retry_for,
             target=self.target.index,
+            keep_stamps=True,
             keep_vectors=truncating,
             # Vectors that are already there must not go through the embedding pipeline.
             pipeline="_none" if truncating and self.target.mode == "native" else None,
@@ -488,11 +489,47 @@ class Reindexer:
             query = {"range": {"bridge.indexed_at": {"gte": since}}}
         after = self.state.get("cursor") if resume else None
         for hits in self._pages(query, after):
-            copied = self._copy(hits)
+            if since is not None:  # catch-up: what the new index already holds is skipped
+                hits = self._not_yet_copied(hits)
+            copied = self._copy(hits) if hits else 0
             if resume:
                 self.summary.copied += copied
                 self._save(cursor=hits[-1]["sort"][0], copied=self.state["copied"] + copied)
             yield copied
+
+    def _not_yet_copied(self, hits: list[dict]) -> list[dict]:
+        """The hits the new index lacks, or holds in an older version: a catch-up pass
+        re-embeds only what changed, and never overwrites a newer write made there after
+        the alias moved. Versions are the writers' ``bridge.indexed_at`` (copies keep it);
+        documents without one are compared by content."""
+        answer = self.engine.request(
+            "POST",
+            f"/{self.target.index}/_mget",
+            {"ids": [h["_id"] for h in hits]},
+            params={"_source_excludes": self.target.vector_field},
+        )
+        held = {d["_id"]: d["_source"] for d in answer["docs"] if d.get("found")}
+        skip = {self.source.vector_field, "bridge"}
+
+        def stamp(source: dict) -> int | None:
+            value = (source.get("bridge") or {}).get("indexed_at")
+            return value if isinstance(value, int) else None
+
+        wanted = []
+        for hit in hits:
+            there = held.get(hit["_id"])
+            if there is None:
+                wanted.append(hit)
+                continue
+            new, old = stamp(hit["_source"]), stamp(there)
+            if new is not None and old is not None:
+                if new > old:
+                    wanted.append(hit)
+            elif {k: v for k, v in there.items() if k not in skip} != {
+                k: v for k, v in hit["_source"].items() if k not in skip
+            }:
+                wanted.append(hit)
+        return wanted
 
     def _copy_since(self, since: int) -> int:
         self.engine.request("POST", f"/{self.source.index}/_refresh")
