@@ -161,3 +161,12 @@ def test_several_workers_share_one_queue():
         assert used[0] > 0 and used[1] > 0
     finally:
         batcher.close()
+
+
+def test_device_lists():
+    from bridge.model.embedder import pick_devices
+
+    assert pick_devices("cpu") == ["cpu"]
+    assert pick_devices("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
+    expected = torch.cuda.device_count() if torch.cuda.device_count() > 1 else 1
+    assert len(pick_devices("cuda")) == expected
