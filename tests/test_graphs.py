@@ -36,3 +36,14 @@ def test_too_much_padding_runs_eagerly():
     assert cache.run([[1] * 500] * 9) is None
     key = cache.bucket_for(7, 129)
     assert key == (8, 144) and key[0] * key[1] <= MAX_WASTE * 7 * 129
+
+
+def test_pad_batch_left_and_right_with_filler_rows():
+    from bridge.model.graphs import pad_batch, position_ids
+
+    ids, mask = pad_batch([[5, 6], [7]], 4, 0, left=True, rows=3)
+    assert ids.tolist() == [[0, 0, 5, 6], [0, 0, 0, 7], [0, 0, 0, 0]]
+    assert mask.tolist() == [[0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 1]]
+    assert position_ids(mask).tolist() == [[0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]]
+    ids, mask = pad_batch([[5, 6], [7]], 3, 0, left=False)
+    assert ids.tolist() == [[5, 6, 0], [7, 0, 0]] and mask.tolist() == [[1, 1, 0], [1, 0, 0]]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from bridge.model.graphs import DEFAULT_MAX_TOKENS, GraphCache
+from bridge.model.graphs import DEFAULT_MAX_TOKENS, GraphCache, pad_batch, position_ids
 from bridge.model.kernels import fuse_qwen3
 from bridge.model.profile import ModelProfile
 
@@ -146,24 +146,18 @@ class Embedder:
             replayed = self.graphs.run(batch)
             if replayed is not None:
                 return replayed
-        lengths = torch.tensor([len(s) for s in batch])
-        width = int(lengths.max())
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        left = self.profile.padding_side == "left"
-        for row, seq in enumerate(batch):
-            start = width - len(seq) if left else 0
-            ids[row, start : start + len(seq)] = torch.tensor(seq)
-            mask[row, start : start + len(seq)] = 1
+        lengths = [len(s) for s in batch]
+        width = max(lengths)
+        ids, mask = pad_batch(batch, width, self.pad_id, self.profile.padding_side == "left")
         if self.device.type == "cuda":
             ids, mask = ids.pin_memory(), mask.pin_memory()
         ids = ids.to(self.device, non_blocking=True)
         mask = mask.to(self.device, non_blocking=True)
-        if not bool((lengths != width).any()):
+        if min(lengths) == width:
             # Without padding no mask is passed, so attention can take its fused causal kernel.
             return self._pooled_forward(ids, None, None).cpu().numpy()
         # Padding: the mask is needed (and Qwen3 positions start at each text's first token).
-        positions = (mask.cumsum(-1) - 1).clamp(min=0) if self.profile.kind == "qwen3" else None
+        positions = position_ids(mask) if self.profile.kind == "qwen3" else None
         return self._pooled_forward(ids, mask, positions).cpu().numpy()
 
     def _pooled_forward(

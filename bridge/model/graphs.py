@@ -29,6 +29,27 @@ MAX_WASTE = 1.5  # a bucket may hold at most this many times the batch's padded 
 PooledForward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
+def pad_batch(
+    batch: list[list[int]], width: int, pad_id: int, left: bool, rows: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) on the CPU, ``rows`` x ``width``, each sequence on the
+    padding side's far end; rows past the batch hold one pad token (never all-masked)."""
+    rows = rows or len(batch)
+    ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((rows, width), dtype=torch.long)
+    for row in range(rows):
+        seq = batch[row] if row < len(batch) else [pad_id]
+        start = width - len(seq) if left else 0
+        ids[row, start : start + len(seq)] = torch.tensor(seq)
+        mask[row, start : start + len(seq)] = 1
+    return ids, mask
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Qwen3 positions start at each text's first real token."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
@@ -79,10 +100,9 @@ class GraphCache:
         log.info("captured %d CUDA graphs on %s", len(self.graphs), self.device)
 
     def _capture(self, rows: int, width: int) -> _Graph:
-        ids = torch.full((rows, width), self.pad_id, dtype=torch.long, device=self.device)
-        mask = torch.zeros((rows, width), dtype=torch.long, device=self.device)
-        mask[:, -1 if self.left else 0] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0) if self.with_positions else None
+        # Static inputs: every row a single pad token until a replay copies a batch in.
+        ids, mask = (t.to(self.device) for t in pad_batch([], width, self.pad_id, self.left, rows))
+        positions = position_ids(mask) if self.with_positions else None
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream), torch.inference_mode():
@@ -114,17 +134,11 @@ class GraphCache:
             return None
         g = self.graphs[key]
         rows, bucket_width = key
-        ids = torch.full((rows, bucket_width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((rows, bucket_width), dtype=torch.long)
-        for row in range(rows):
-            seq = batch[row] if row < len(batch) else [self.pad_id]  # filler rows: 1 token
-            start = bucket_width - len(seq) if self.left else 0
-            ids[row, start : start + len(seq)] = torch.tensor(seq)
-            mask[row, start : start + len(seq)] = 1
+        ids, mask = pad_batch(batch, bucket_width, self.pad_id, self.left, rows)
         with torch.cuda.device(self.device):
             g.ids.copy_(ids.pin_memory(), non_blocking=True)
             g.mask.copy_(mask.pin_memory(), non_blocking=True)
             if g.positions is not None:
-                g.positions.copy_((g.mask.cumsum(-1) - 1).clamp(min=0))
+                g.positions.copy_(position_ids(g.mask))
             g.graph.replay()
             return g.pooled[: len(batch)].cpu().numpy()
