@@ -25,7 +25,7 @@ from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.clients.retry import DEFAULT_RETRY_SECONDS, backoff_seconds
-from bridge.index.setup import IndexMeta, read_meta
+from bridge.index.setup import IndexMeta, moved_meta
 
 ID_FIELDS = ("_id", "id", "doc_id")
 
@@ -267,8 +267,8 @@ class Indexer:
         refused = [f for f in part.failed if f.doc and f.reason.startswith("engine refused")]
         if not refused or self.target != self.meta.alias:
             return part
-        fresh = read_meta(self.engine, self.meta.alias)
-        if fresh is None or fresh.index == self.meta.index:
+        fresh = moved_meta(self.engine, self.meta)
+        if fresh is None:
             return part
         self.meta = fresh
         part.failed = [f for f in part.failed if f not in refused]

@@ -15,7 +15,7 @@ from typing import Literal
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
-from bridge.index.setup import IndexMeta, read_meta
+from bridge.index.setup import IndexMeta, moved_meta
 
 SearchMode = Literal["hybrid", "bm25", "knn"]
 Fusion = Literal["rrf", "linear"]
@@ -118,8 +118,8 @@ class HybridSearch:
         try:
             return self._search(text, options or SearchOptions())
         except ClientError:
-            fresh = read_meta(self.engine, self.meta.alias)
-            if fresh is None or fresh.index == self.meta.index:
+            fresh = moved_meta(self.engine, self.meta)
+            if fresh is None:
                 raise
             self.meta = fresh
             return self._search(text, options or SearchOptions())

@@ -66,6 +66,13 @@ def read_meta(engine: EngineClient, name: str) -> IndexMeta | None:
     return metas[0] if metas else None
 
 
+def moved_meta(engine: EngineClient, meta: IndexMeta) -> IndexMeta | None:
+    """The metadata now behind ``meta.alias`` when the alias has moved to another index
+    (``bridge reindex``); None when it has not."""
+    fresh = read_meta(engine, meta.alias)
+    return fresh if fresh is not None and fresh.index != meta.index else None
+
+
 def write_meta(engine: EngineClient, meta: IndexMeta) -> None:
     engine.request("PUT", f"/{meta.index}/_mapping", {"_meta": {"bridge": asdict(meta)}})
 
