@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -343,7 +344,9 @@ class Reindexer:
             )
         write_meta(self.engine, self.target)
 
+    @cached_property
     def _indexer(self) -> Indexer:
+        """The writer into the new index; first used after ``_create_target``."""
         truncating = self.plan.method != "re-embed"
         return Indexer(
             self.engine,
@@ -446,10 +449,12 @@ class Reindexer:
                     "paged; re-ingest them with bridge ingest"
                 )
 
+    def _vector_params(self) -> dict | None:
+        """Elasticsearch 9 leaves vectors out of ``_source`` unless asked."""
+        return {"_source_exclude_vectors": "false"} if self._exclude_vectors_param else None
+
     def _search(self, body: dict) -> list[dict]:
-        params = None
-        if self._exclude_vectors_param and self.plan.method != "re-embed":
-            params = {"_source_exclude_vectors": "false"}  # Elasticsearch 9 hides vectors
+        params = self._vector_params() if self.plan.method != "re-embed" else None
         try:
             answer = self.engine.request("POST", f"/{self.source.index}/_search", body, params)
         except ClientError as exc:
@@ -472,7 +477,7 @@ class Reindexer:
 
     def _copy(self, hits: list[dict]) -> int:
         """Write these old-index hits into the new index (truncated or re-embedded)."""
-        part = self._indexer().ingest((None, d) for d in self._as_docs(hits))
+        part = self._indexer.ingest((None, d) for d in self._as_docs(hits))
         if part.failed:
             first = part.failed[0]
             raise ReindexError(
@@ -531,15 +536,17 @@ class Reindexer:
                 wanted.append(hit)
         return wanted
 
+    def _refresh(self, *indices: str) -> None:
+        self.engine.request("POST", f"/{','.join(indices)}/_refresh")
+
     def _copy_since(self, since: int) -> int:
-        self.engine.request("POST", f"/{self.source.index}/_refresh")
+        self._refresh(self.source.index)
         return sum(self._copy_pages(since))
 
     def _copy_missing(self) -> int:
         """Once the alias has moved the old index no longer changes: copy every id it has
         and the new index lacks (whatever the writers' clocks said)."""
-        for name in (self.source.index, self.target.index):
-            self.engine.request("POST", f"/{name}/_refresh")
+        self._refresh(self.source.index, self.target.index)
         copied = 0
         for page in self._pages({"match_all": {}}, None, size=5000, ids_only=True):
             ids = [h["_id"] for h in page]
@@ -568,7 +575,7 @@ class Reindexer:
         self.engine.request(
             "PUT", f"/{self.target.index}/_settings", {"index": {"refresh_interval": interval}}
         )
-        self.engine.request("POST", f"/{self.target.index}/_refresh")
+        self._refresh(self.target.index)
 
     def _count(self, index: str, query: dict | None = None) -> int:
         body = {"query": query} if query else None
@@ -576,8 +583,7 @@ class Reindexer:
 
     def _verify(self, before_swap: bool) -> None:
         """Counts (and, before the move, sampled vectors) must agree."""
-        for name in (self.source.index, self.target.index):
-            self.engine.request("POST", f"/{name}/_refresh")
+        self._refresh(self.source.index, self.target.index)
         source, target = self._count(self.source.index), self._count(self.target.index)
         self.summary.source_count, self.summary.target_count = source, target
         # Before the move, writes keep landing in the old index; those of the last
@@ -609,15 +615,14 @@ class Reindexer:
         if not hits:
             return None
         ids = [h["_id"] for h in hits]
-        params = {"_source_exclude_vectors": "false"} if self._exclude_vectors_param else None
         got = self.engine.request(
-            "POST", f"/{self.target.index}/_mget", {"ids": ids}, params=params
+            "POST", f"/{self.target.index}/_mget", {"ids": ids}, params=self._vector_params()
         )["docs"]
         field_name = self.target.vector_field
         found = {d["_id"]: d["_source"].get(field_name) for d in got if d.get("found")}
         if self.plan.method == "re-embed":
             assert self.embedder is not None
-            indexer = self._indexer()
+            indexer = self._indexer
             texts = [indexer.embed_text(h["_source"]) for h in hits]
             want = self.embedder.embed(texts, dimensions=self.target.dim)
         else:
