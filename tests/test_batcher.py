@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.model.batcher import Batcher, Overloaded, TooLarge, _Item, _Request, take_batch
+from bridge.model.batcher import (
+    Batcher,
+    Overloaded,
+    TooLarge,
+    _Item,
+    _Request,
+    take_batch,
+    take_packed,
+)
 
 
 def echo_forward(calls: list[list[int]] | None = None):
@@ -53,6 +61,38 @@ def test_oversized_sequence_gets_its_own_batch():
     queue = pending([500, 3], oldest=0)
     assert [it.length for it in take_batch(queue, max_batch_tokens=100)] == [500]
     assert [it.length for it in take_batch(queue, max_batch_tokens=100)] == [3]
+
+
+def test_packed_batches_take_the_oldest_up_to_the_real_token_budget():
+    req = _Request(None, [None] * 5, 5)  # type: ignore[arg-type]
+    queue = [_Item(n, [0] * n, req, i, seq_no=i) for i, n in enumerate([100, 5, 90, 300, 2])]
+    assert [it.length for it in take_packed(queue, max_batch_tokens=200)] == [100, 5, 90]
+    assert [it.length for it in take_packed(queue, max_batch_tokens=200)] == [300]  # alone
+    assert [it.length for it in take_packed(queue, max_batch_tokens=200)] == [2]
+
+
+def test_packed_batcher_keeps_arrival_order_and_counts_real_tokens():
+    calls: list[list[int]] = []
+    seen: list[tuple[int, int, int]] = []
+    gate = threading.Event()
+    forward = echo_forward(calls)
+    batcher = Batcher(
+        lambda b: (gate.wait(5), forward(b))[1],
+        max_batch_tokens=100,
+        packed=True,
+        observer=lambda items, padded, real, s: seen.append((items, padded, real)),
+    )
+    try:
+        first = batcher.submit([[9]])
+        time.sleep(0.05)
+        out = batcher.submit([[i] * n for i, n in enumerate([60, 2, 30, 50])])
+        gate.set()
+        first.result(5)
+        assert out.result(5)[:, 1].tolist() == [60, 2, 30, 50]
+        assert calls == [[1], [60, 2, 30], [50]]
+        assert seen[1] == (3, 92, 92)  # no padding counted
+    finally:
+        batcher.close()
 
 
 def test_results_come_back_in_caller_order():

@@ -1,11 +1,13 @@
 """The dynamic batcher: merges many callers' sequences into token-budget batches.
 
 Callers (any thread or event loop) ``submit`` already-tokenized sequences and get a
-future; one worker thread drives the model. Waiting sequences are kept sorted by
-length; each batch is cut around the oldest one from its neighbours in length, within
-a padded-token budget (``max_batch_tokens``), and each caller gets its rows back in its
-own order. The queue is bounded in tokens:
-a submit that does not fit is refused at once with ``Overloaded``, never left hanging.
+future; one worker thread per model replica drives it. For a padded model, waiting
+sequences are kept sorted by length and each batch is cut around the oldest one from its
+neighbours in length, within a padded-token budget (``max_batch_tokens``); for a packed
+(padding-free) model, padding costs nothing and batches are the oldest sequences up to
+the budget in real tokens. Each caller gets its rows back in its own order. The queue is
+bounded in tokens: a submit that does not fit is refused at once with ``Overloaded``,
+never left hanging.
 """
 
 from __future__ import annotations
@@ -64,6 +66,18 @@ def padded_tokens(lengths: list[int]) -> int:
     return max(lengths) * len(lengths) if lengths else 0
 
 
+def take_packed(pending: list[_Item], max_batch_tokens: int) -> list[_Item]:
+    """Remove and return the oldest sequences of ``pending`` (kept in arrival order) whose
+    tokens fit the budget; a single longer sequence forms a batch of its own."""
+    total, end = pending[0].length, 1
+    while end < len(pending) and total + pending[end].length <= max_batch_tokens:
+        total += pending[end].length
+        end += 1
+    batch = pending[:end]
+    del pending[:end]
+    return batch
+
+
 def take_batch(pending: list[_Item], max_batch_tokens: int) -> list[_Item]:
     """Remove and return one batch from ``pending`` (kept sorted by length).
 
@@ -98,8 +112,9 @@ def take_batch(pending: list[_Item], max_batch_tokens: int) -> list[_Item]:
 class Batcher:
     """Owns one worker thread per ``forward`` (one per GPU); thread-safe ``submit``.
 
-    The workers share the length-sorted pending list: whichever is free cuts the next
-    batch, so several GPUs serve one queue (data parallel)."""
+    The workers share the pending list: whichever is free cuts the next batch, so several
+    GPUs serve one queue (data parallel). ``packed``: the forward does not pad (budget in
+    real tokens, oldest first)."""
 
     def __init__(
         self,
@@ -108,7 +123,9 @@ class Batcher:
         max_queue_tokens: int | None = None,
         observer: BatchObserver | None = None,
         on_idle: Callable[[], None] | None = None,
+        packed: bool = False,
     ) -> None:
+        self.packed = packed
         self._forwards = [forward] if callable(forward) else list(forward)
         if not self._forwards:
             raise ValueError("at least one forward function is needed")
@@ -116,7 +133,7 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_queue_tokens = max_queue_tokens or max(16 * max_batch_tokens, 262144)
         self.observer = observer
-        self._pending: list[_Item] = []  # sorted by length
+        self._pending: list[_Item] = []  # sorted by length, or in arrival order if packed
         self._queued_tokens = 0
         self._seq_no = 0
         self._cond = threading.Condition()
@@ -166,7 +183,10 @@ class Batcher:
             for i, seq in enumerate(seqs):
                 item = _Item(len(seq), seq, request, i, self._seq_no)
                 self._seq_no += 1
-                bisect.insort(self._pending, item, key=lambda it: it.length)
+                if self.packed:
+                    self._pending.append(item)
+                else:
+                    bisect.insort(self._pending, item, key=lambda it: it.length)
             self._queued_tokens += tokens
             self._cond.notify()
         return future
@@ -192,7 +212,8 @@ class Batcher:
                 self._cond.wait()
             if not self._pending:
                 return None
-            batch = take_batch(self._pending, self.max_batch_tokens)
+            take = take_packed if self.packed else take_batch
+            batch = take(self._pending, self.max_batch_tokens)
             self._queued_tokens -= sum(it.length for it in batch)
             self._busy += 1
             return batch
@@ -227,7 +248,8 @@ class Batcher:
             rate = real / seconds
             self._tokens_per_second = 0.8 * self._tokens_per_second + 0.2 * rate
         if self.observer:
-            self.observer(len(live), padded_tokens([it.length for it in live]), real, seconds)
+            padded = real if self.packed else padded_tokens([it.length for it in live])
+            self.observer(len(live), padded, real, seconds)
         for it, row in zip(live, rows, strict=True):
             self._deliver(it, row)
 

@@ -1,55 +1,148 @@
-"""Fused GPU kernels (Triton) for the Qwen3 blocks, for eager mode and CUDA graphs.
+"""The elementwise work of a Qwen3 block, twice: as plain torch (the definition, any
+device) and as fused Triton kernels (CUDA), with the same bf16 rounding points.
 
-Eager Qwen3 spends about half of its GPU time outside the GEMMs: each RMSNorm is six
-float32 elementwise kernels, and the MLP's SiLU·mul two more. Here an RMSNorm is one
-kernel, and gate and up projections are one GEMM followed by one SiLU·mul kernel. The
-arithmetic and its bf16 rounding points are those of the transformers code they replace.
-``fuse_qwen3`` patches a loaded model in place; on CPU, or without Triton, it does nothing.
+Eager transformers spends about half of a Qwen3 forward outside the GEMMs: an RMSNorm is
+six float32 kernels, rotary five per tensor, the MLP's SiLU·mul two. Here each step is
+one kernel: RMSNorm, residual add + RMSNorm, per-head q/k RMSNorm + rotary, SiLU·mul.
+Each reproduces the transformers arithmetic step for step (float32 inside, rounded to the
+model's dtype where transformers rounds), so results stay within bf16 noise of it.
+``TORCH_OPS`` and ``TRITON_OPS`` hold the two sets behind one interface.
 """
 
 from __future__ import annotations
 
-import logging
-import types
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-
-log = logging.getLogger(__name__)
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
     import triton.language as tl
+    from triton.language.extra import libdevice
 except ImportError:  # pragma: no cover - exercised where Triton is absent
     triton = None
 
+
+# ---- the definitions (transformers' Qwen3 arithmetic) ----------------------------------
+
+
+def rms_norm_torch(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``weight * (x * rsqrt(mean(x²) + eps)).to(x.dtype)``, statistics in float32."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def add_rms_norm_torch(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``residual + x``, its RMSNorm): the residual stream and the next block's input."""
+    total = residual + x
+    return total, rms_norm_torch(total, weight, eps)
+
+
+def norm_rope_torch(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor,
+) -> torch.Tensor:
+    """Per-head RMSNorm of ``x`` (tokens, heads, head_dim), then rotary at ``positions``
+    with the tables ``cos``/``sin`` (positions, head_dim)."""
+    h = rms_norm_torch(x, weight, eps)
+    c, s = cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
+    half = h.shape[-1] // 2
+    rotated = torch.cat((-h[..., half:], h[..., :half]), dim=-1)
+    return (h * c) + (rotated * s)
+
+
+def silu_mul_torch(gate_up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up``, ``gate_up`` holding gate then up on its last dimension."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return torch.nn.functional.silu(gate) * up
+
+
+# ---- the same in Triton ----------------------------------------------------------------
 
 if triton is not None:
 
     @triton.jit
     def _rmsnorm(x_ptr, w_ptr, out_ptr, n_cols, eps, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
+        row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         keep = cols < n_cols
         x = tl.load(x_ptr + row * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
-        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / n_cols + eps)
+        rstd = tl.rsqrt(tl.div_rn(tl.sum(x * x, axis=0), n_cols.to(tl.float32)) + eps)
         normed = (x * rstd).to(out_ptr.dtype.element_ty).to(tl.float32)
         w = tl.load(w_ptr + cols, mask=keep, other=0.0).to(tl.float32)
         tl.store(out_ptr + row * n_cols + cols, (w * normed).to(out_ptr.dtype.element_ty), keep)
 
     @triton.jit
-    def _silu_mul(gu_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
+    def _add_rmsnorm(x_ptr, res_ptr, w_ptr, sum_ptr, out_ptr, n_cols, eps, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        keep = cols < n_cols
+        x = tl.load(x_ptr + row * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
+        r = tl.load(res_ptr + row * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
+        total = (r + x).to(sum_ptr.dtype.element_ty)
+        tl.store(sum_ptr + row * n_cols + cols, total, keep)
+        t = total.to(tl.float32)
+        rstd = tl.rsqrt(tl.div_rn(tl.sum(t * t, axis=0), n_cols.to(tl.float32)) + eps)
+        normed = (t * rstd).to(out_ptr.dtype.element_ty).to(tl.float32)
+        w = tl.load(w_ptr + cols, mask=keep, other=0.0).to(tl.float32)
+        tl.store(out_ptr + row * n_cols + cols, (w * normed).to(out_ptr.dtype.element_ty), keep)
+
+    @triton.jit
+    def _norm_rope(
+        x_ptr, w_ptr, cos_ptr, sin_ptr, pos_ptr, out_ptr,
+        x_row_stride, n_heads, eps,
+        HEADS: tl.constexpr, DIM: tl.constexpr,
+    ):  # fmt: skip
+        token = tl.program_id(0).to(tl.int64)
+        heads = tl.arange(0, HEADS)[:, None]
+        dims = tl.arange(0, DIM)[None, :]
+        keep = heads < n_heads
+        half: tl.constexpr = DIM // 2
+        partner = (dims + half) % DIM  # rotate_half reads the other half
+        base = x_ptr + token * x_row_stride + heads * DIM
+        x = tl.load(base + dims, mask=keep, other=0.0).to(tl.float32)
+        xp = tl.load(base + partner, mask=keep, other=0.0).to(tl.float32)
+        dim_f = tl.full((), DIM, tl.float32)
+        rstd = tl.rsqrt(tl.div_rn(tl.sum(x * x, axis=1), dim_f) + eps)[:, None]
+        dt = out_ptr.dtype.element_ty
+        w = tl.load(w_ptr + dims).to(tl.float32)
+        wp = tl.load(w_ptr + partner).to(tl.float32)
+        h = (w * (x * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+        hp = (wp * (xp * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+        rotated = tl.where(dims < half, -hp, hp)
+        pos = tl.load(pos_ptr + token)
+        c = tl.load(cos_ptr + pos * DIM + dims).to(tl.float32)
+        s = tl.load(sin_ptr + pos * DIM + dims).to(tl.float32)
+        out = (h * c).to(dt).to(tl.float32) + (rotated * s).to(dt).to(tl.float32)
+        tl.store(out_ptr + token * n_heads * DIM + heads * DIM + dims, out.to(dt), keep)
+
+    @triton.jit
+    def _silu_mul(gu_ptr, out_ptr, n_cols, BLOCK: tl.constexpr, LIBDEVICE: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         keep = cols < n_cols
         gate = tl.load(gu_ptr + row * 2 * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
         up = tl.load(gu_ptr + row * 2 * n_cols + n_cols + cols, mask=keep, other=0.0)
-        act = (gate / (1.0 + tl.exp(-gate))).to(out_ptr.dtype.element_ty).to(tl.float32)
+        if LIBDEVICE:  # noqa: SIM108 - expf as torch computes it, not ex2.approx
+            e = libdevice.exp(-gate)
+        else:  # the CPU interpreter (tests) has no libdevice
+            e = tl.exp(-gate)
+        act = tl.div_rn(gate, 1.0 + e)
+        act = act.to(out_ptr.dtype.element_ty).to(tl.float32)
         out = (act * up.to(tl.float32)).to(out_ptr.dtype.element_ty)
         tl.store(out_ptr + row * n_cols + cols, out, keep)
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """``weight * (x / rms(x)).to(x.dtype)`` over the last dimension, in one kernel."""
+def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     n = x.shape[-1]
     flat = x.contiguous().view(-1, n)
     out = torch.empty_like(flat)
@@ -57,42 +150,64 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return out.view(x.shape)
 
 
-def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    """``silu(gate) * up`` where ``gate_up`` holds gate then up on its last dimension."""
+def add_rms_norm_triton(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n = x.shape[-1]
+    flat, res = x.contiguous().view(-1, n), residual.contiguous().view(-1, n)
+    total, out = torch.empty_like(flat), torch.empty_like(flat)
+    block = triton.next_power_of_2(n)
+    _add_rmsnorm[(flat.shape[0],)](flat, res, weight, total, out, n, eps, BLOCK=block)
+    return total.view(x.shape), out.view(x.shape)
+
+
+def norm_rope_triton(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor,
+) -> torch.Tensor:
+    tokens, heads, dim = x.shape
+    if x.stride(2) != 1 or x.stride(1) != dim:
+        x = x.contiguous()
+    out = torch.empty((tokens, heads, dim), dtype=x.dtype, device=x.device)
+    _norm_rope[(tokens,)](
+        x, weight, cos, sin, positions, out, x.stride(0), heads, eps,
+        HEADS=triton.next_power_of_2(heads), DIM=dim,
+    )  # fmt: skip
+    return out
+
+
+def silu_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
     n = gate_up.shape[-1] // 2
     flat = gate_up.contiguous().view(-1, 2 * n)
     out = torch.empty((flat.shape[0], n), dtype=gate_up.dtype, device=gate_up.device)
     block = 1024
-    _silu_mul[(flat.shape[0], triton.cdiv(n, block))](flat, out, n, BLOCK=block)
+    _silu_mul[(flat.shape[0], triton.cdiv(n, block))](
+        flat, out, n, BLOCK=block, LIBDEVICE=os.environ.get("TRITON_INTERPRET") != "1"
+    )
     return out.view(*gate_up.shape[:-1], n)
 
 
-def _norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-    return rms_norm(hidden_states, self.weight, self.variance_epsilon)
+@dataclass(frozen=True)
+class Ops:
+    """One implementation of each elementwise step of a Qwen3 block."""
+
+    name: str
+    rms_norm: Callable[..., torch.Tensor]
+    add_rms_norm: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    norm_rope: Callable[..., torch.Tensor]
+    silu_mul: Callable[[torch.Tensor], torch.Tensor]
 
 
-def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
-    return self.down_proj(silu_mul(torch.nn.functional.linear(x, self.gate_up_weight)))
+TORCH_OPS = Ops("torch", rms_norm_torch, add_rms_norm_torch, norm_rope_torch, silu_mul_torch)
+TRITON_OPS = Ops("triton", rms_norm_triton, add_rms_norm_triton, norm_rope_triton, silu_mul_triton)
 
 
-def fuse_qwen3(model: torch.nn.Module) -> int:
-    """Swap the RMSNorms and MLPs of a Qwen3 model on CUDA for fused ones; returns how
-    many modules changed (0 where it does not apply)."""
-    device = next(model.parameters()).device
-    if triton is None or device.type != "cuda":
-        return 0
-    changed = 0
-    for module in model.modules():
-        name = type(module).__name__
-        if name.endswith("RMSNorm") and hasattr(module, "variance_epsilon"):
-            module.forward = types.MethodType(_norm_forward, module)
-            changed += 1
-        elif name == "Qwen3MLP" and getattr(module.config, "hidden_act", "") == "silu":
-            # One GEMM for gate and up; the separate weights are dropped (same memory).
-            weight = torch.cat([module.gate_proj.weight, module.up_proj.weight]).detach()
-            del module.gate_proj, module.up_proj
-            module.gate_up_weight = torch.nn.Parameter(weight, requires_grad=False)
-            module.forward = types.MethodType(_mlp_forward, module)
-            changed += 1
-    log.info("fused kernels in %d modules", changed)
-    return changed
+def pick_ops(device: torch.device, fused: bool) -> Ops:
+    """Triton kernels on CUDA when asked for and available, else plain torch."""
+    if fused and triton is not None and device.type == "cuda":
+        return TRITON_OPS
+    return TORCH_OPS

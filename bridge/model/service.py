@@ -39,7 +39,7 @@ class ServiceOptions:
     dtype: str = "auto"
     compile: bool = False
     cuda_graphs: bool = True  # replay captured graphs for small batches on CUDA
-    fused_kernels: bool = True  # Triton RMSNorm and SiLU·mul for Qwen3 on CUDA
+    fused_kernels: bool = True  # Triton kernels in Qwen3's padding-free forward on CUDA
     max_batch_tokens: int | None = None  # None: chosen by device (default_batch_tokens)
     max_input_tokens: int | None = None  # None: 8192, capped at the model's limit
     max_queue_tokens: int | None = None
@@ -85,6 +85,7 @@ class EmbeddingService:
             max_queue_tokens=options.max_queue_tokens,
             observer=observer,
             on_idle=release_free_memory if on_cpu else None,
+            packed=embedder.packed is not None,
         )
         self._tokenizer_pool = ThreadPoolExecutor(
             max_workers=options.tokenizer_threads, thread_name_prefix="bridge-tokenize"

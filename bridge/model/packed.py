@@ -1,0 +1,212 @@
+"""A padding-free Qwen3 forward: the sequences of a batch packed into one row of tokens.
+
+No padding is computed and no attention mask is built: attention is variable-length
+flash attention (``cu_seqlens``) on CUDA, one causal attention per sequence elsewhere.
+Each block is three GEMMs around the fused steps of ``kernels.py`` (q/k/v and gate/up
+each one GEMM), and the last block computes only the rows that are pooled (each
+sequence's last token). The weights are those of the loaded transformers model; fused
+GEMM weights are built once and the model's own weights become views of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bridge.model.kernels import Ops
+
+
+class Unsupported(ValueError):
+    """The model's configuration is not one this forward reproduces."""
+
+
+@dataclass
+class PackedBatch:
+    """A batch as flat token arrays (on the CPU until moved)."""
+
+    ids: torch.Tensor  # (tokens,) int64
+    positions: torch.Tensor  # (tokens,) int64, from 0 in each sequence
+    cu_seqlens: torch.Tensor  # (sequences + 1,) int32, each sequence's start, then the end
+    last: torch.Tensor  # (pooled rows,) int64, index of each sequence's last token
+    max_len: int
+
+    def to(self, device: torch.device) -> PackedBatch:
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
+        return PackedBatch(
+            move(self.ids), move(self.positions), move(self.cu_seqlens), move(self.last),
+            self.max_len,
+        )  # fmt: skip
+
+
+def pack(
+    batch: list[list[int]], pad_id: int, tokens: int | None = None, slots: int | None = None
+) -> PackedBatch:
+    """Pack ``batch``. For a CUDA-graph bucket of ``tokens`` tokens and ``slots`` pooled
+    rows, the tokens past the batch form one filler sequence and the unused slots empty
+    sequences after it; their rows are computed and ignored."""
+    lengths = [len(s) for s in batch]
+    real = sum(lengths)
+    total = tokens if tokens is not None else real
+    if tokens is not None:
+        lengths += [total - real] + [0] * ((slots or len(batch)) - len(batch))
+    ids = np.full(total, pad_id, dtype=np.int64)
+    ids[:real] = np.fromiter((t for s in batch for t in s), dtype=np.int64, count=real)
+    sizes = np.asarray(lengths, dtype=np.int64)
+    starts = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    positions = np.arange(total, dtype=np.int64) - np.repeat(starts[:-1], sizes)
+    last = np.zeros(slots if tokens is not None and slots else len(batch), dtype=np.int64)
+    last[: len(batch)] = starts[1 : len(batch) + 1] - 1
+    return PackedBatch(
+        torch.from_numpy(ids), torch.from_numpy(positions),
+        torch.from_numpy(starts.astype(np.int32)), torch.from_numpy(last), int(sizes.max()),
+    )  # fmt: skip
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_q: torch.Tensor,
+    cu_k: torch.Tensor,
+    max_q: int,
+    max_k: int,
+    causal: bool,
+) -> torch.Tensor:
+    """Attention of each sequence's queries over its own keys; q (tokens, heads, dim),
+    k and v (tokens, kv heads, dim) (grouped-query attention)."""
+    scale = q.shape[-1] ** -0.5
+    if q.is_cuda:
+        out = torch.ops.aten._flash_attention_forward(
+            q, k, v, cu_q, cu_k, max_q, max_k, 0.0, causal, False, scale=scale
+        )[0]
+        return out
+    out = torch.empty_like(q)
+    groups = q.shape[1] // k.shape[1]
+    bounds_q, bounds_k = cu_q.tolist(), cu_k.tolist()
+    for i in range(len(bounds_q) - 1):
+        qs, qe, ks, ke = bounds_q[i], bounds_q[i + 1], bounds_k[i], bounds_k[i + 1]
+        if qe == qs:
+            continue
+        qi = q[qs:qe].transpose(0, 1)
+        ki = k[ks:ke].transpose(0, 1).repeat_interleave(groups, dim=0)
+        vi = v[ks:ke].transpose(0, 1).repeat_interleave(groups, dim=0)
+        o = F.scaled_dot_product_attention(qi, ki, vi, is_causal=causal, scale=scale)
+        out[qs:qe] = o.transpose(0, 1)
+    return out
+
+
+@dataclass
+class _Layer:
+    norm_in: torch.Tensor
+    qkv: torch.Tensor  # (q + k + v rows, hidden)
+    q_norm: torch.Tensor
+    k_norm: torch.Tensor
+    o: torch.Tensor
+    norm_post: torch.Tensor
+    gate_up: torch.Tensor  # (2 * intermediate, hidden)
+    down: torch.Tensor
+
+
+def _fuse_rows(first: torch.nn.Linear, *rest: torch.nn.Linear) -> torch.Tensor:
+    """One weight holding ``first`` and ``rest`` stacked; the modules' weights become views
+    of it, so the model still works and no memory is doubled."""
+    mods = (first, *rest)
+    weight = torch.cat([m.weight.detach() for m in mods])
+    start = 0
+    for m in mods:
+        rows = m.weight.shape[0]
+        m.weight = torch.nn.Parameter(weight[start : start + rows], requires_grad=False)
+        start += rows
+    return weight
+
+
+class PackedQwen3:
+    """Pooled last-token states of a Qwen3 model for packed batches."""
+
+    def __init__(self, model: torch.nn.Module, ops: Ops, max_positions: int) -> None:
+        config = model.config
+        check_supported(config)
+        self.ops = ops
+        self.eps = float(config.rms_norm_eps)
+        self.heads = int(config.num_attention_heads)
+        self.kv_heads = int(config.num_key_value_heads)
+        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.heads)
+        self.embed = model.embed_tokens.weight
+        self.final_norm = model.norm.weight
+        self.layers = []
+        for layer in model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            self.layers.append(
+                _Layer(
+                    layer.input_layernorm.weight,
+                    _fuse_rows(attn.q_proj, attn.k_proj, attn.v_proj),
+                    attn.q_norm.weight,
+                    attn.k_norm.weight,
+                    attn.o_proj.weight,
+                    layer.post_attention_layernorm.weight,
+                    _fuse_rows(mlp.gate_proj, mlp.up_proj),
+                    mlp.down_proj.weight,
+                )
+            )
+        # Rotary tables from the model's own rotary module: the same values it uses.
+        with torch.inference_mode():
+            positions = torch.arange(max_positions, device=self.embed.device)[None]
+            cos, sin = model.rotary_emb(self.embed[:1][None], positions)
+        self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()
+
+    @property
+    def max_positions(self) -> int:
+        return self.cos.shape[0]
+
+    def forward(self, b: PackedBatch) -> torch.Tensor:
+        """(pooled rows, hidden) float32: the final-norm state of each ``b.last`` token."""
+        ops, eps, d = self.ops, self.eps, self.head_dim
+        nq, nk = self.heads * d, self.kv_heads * d
+        h = F.embedding(b.ids, self.embed)
+        x = ops.rms_norm(h, self.layers[0].norm_in, eps)
+        pooled = b.last.shape[0]
+        for i, layer in enumerate(self.layers):
+            qkv = F.linear(x, layer.qkv)
+            q = qkv[:, :nq].view(-1, self.heads, d)
+            k = qkv[:, nq : nq + nk].view(-1, self.kv_heads, d)
+            v = qkv[:, nq + nk :].view(-1, self.kv_heads, d)
+            k = ops.norm_rope(k, layer.k_norm, eps, self.cos, self.sin, b.positions)
+            if i < len(self.layers) - 1:
+                q = ops.norm_rope(q, layer.q_norm, eps, self.cos, self.sin, b.positions)
+                cu_q, max_q, causal = b.cu_seqlens, b.max_len, True
+            else:  # only the pooled tokens go on: their query attends to their whole text
+                q = ops.norm_rope(
+                    q[b.last], layer.q_norm, eps, self.cos, self.sin, b.positions[b.last]
+                )
+                h = h[b.last]
+                cu_q = torch.arange(b.cu_seqlens.shape[0], dtype=torch.int32, device=h.device)
+                cu_q = cu_q.clamp(max=pooled)  # one query row per pooled sequence
+                max_q, causal = 1, False
+            out = attention(q, k, v.contiguous(), cu_q, b.cu_seqlens, max_q, b.max_len, causal)
+            h, x = ops.add_rms_norm(F.linear(out.view(-1, nq), layer.o), h, layer.norm_post, eps)
+            down = F.linear(ops.silu_mul(F.linear(x, layer.gate_up)), layer.down)
+            following = self.layers[i + 1].norm_in if i + 1 < len(self.layers) else self.final_norm
+            h, x = ops.add_rms_norm(down, h, following, eps)
+        return x.float()
+
+
+def check_supported(config) -> None:
+    """Refuse what this forward does not reproduce (it then falls back to transformers)."""
+    if getattr(config, "model_type", "") != "qwen3":
+        raise Unsupported(f"model type {config.model_type!r} is not qwen3")
+    if getattr(config, "attention_bias", False):
+        raise Unsupported("attention biases")
+    if getattr(config, "hidden_act", "silu") != "silu":
+        raise Unsupported(f"activation {config.hidden_act!r}")
+    layer_types = getattr(config, "layer_types", None) or []
+    if any(t != "full_attention" for t in layer_types):
+        raise Unsupported("sliding-window layers")
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise Unsupported(f"rope type {rope.get('rope_type')!r}")
