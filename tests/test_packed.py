@@ -37,7 +37,7 @@ def test_pack_into_a_bucket_adds_a_filler_and_empty_slots():
     assert b.positions.tolist() == [0, 1, 2, 0, 0, 1, 2, 3]
     # two texts, the filler (4 tokens), two empty slots
     assert b.cu_seqlens.tolist() == [0, 3, 4, 8, 8, 8]
-    assert b.last.tolist() == [2, 3, 0, 0]
+    assert b.last.tolist() == [2, 3, 7, 7, 7]
 
 
 def load_model(path: Path) -> torch.nn.Module:

@@ -30,7 +30,7 @@ class PackedBatch:
     ids: torch.Tensor  # (tokens,) int64
     positions: torch.Tensor  # (tokens,) int64, from 0 in each sequence
     cu_seqlens: torch.Tensor  # (sequences + 1,) int32, each sequence's start, then the end
-    last: torch.Tensor  # (pooled rows,) int64, index of each sequence's last token
+    last: torch.Tensor  # (sequences,) int64, index of each sequence's last token
     max_len: int
 
     def to(self, device: torch.device) -> PackedBatch:
@@ -48,7 +48,7 @@ def pack(
 ) -> PackedBatch:
     """Pack ``batch``. For a CUDA-graph bucket of ``tokens`` tokens and ``slots`` pooled
     rows, the tokens past the batch form one filler sequence and the unused slots empty
-    sequences after it; their rows are computed and ignored."""
+    sequences after it; their pooled rows (after the batch's) are computed and ignored."""
     lengths = [len(s) for s in batch]
     real = sum(lengths)
     total = tokens if tokens is not None else real
@@ -60,8 +60,8 @@ def pack(
     starts = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=starts[1:])
     positions = np.arange(total, dtype=np.int64) - np.repeat(starts[:-1], sizes)
-    last = np.zeros(slots if tokens is not None and slots else len(batch), dtype=np.int64)
-    last[: len(batch)] = starts[1 : len(batch) + 1] - 1
+    # one pooled row per sequence (flash attention's one-query path needs as many)
+    last = np.maximum(starts[1:] - 1, 0)
     return PackedBatch(
         torch.from_numpy(ids), torch.from_numpy(positions),
         torch.from_numpy(starts.astype(np.int32)), torch.from_numpy(last), int(sizes.max()),
@@ -185,8 +185,7 @@ class PackedQwen3:
                     q[b.last], layer.q_norm, eps, self.cos, self.sin, b.positions[b.last]
                 )
                 h = h[b.last]
-                cu_q = torch.arange(b.cu_seqlens.shape[0], dtype=torch.int32, device=h.device)
-                cu_q = cu_q.clamp(max=pooled)  # one query row per pooled sequence
+                cu_q = torch.arange(pooled + 1, dtype=torch.int32, device=h.device)
                 max_q, causal = 1, False
             out = attention(q, k, v.contiguous(), cu_q, b.cu_seqlens, max_q, b.max_len, causal)
             h, x = ops.add_rms_norm(F.linear(out.view(-1, nq), layer.o), h, layer.norm_post, eps)

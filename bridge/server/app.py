@@ -183,7 +183,10 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
     app.state.service = service
     app.state.metrics = metrics
 
-    def require_key(request: Request, authorization: str | None = Header(default=None)) -> None:
+    async def require_key(
+        request: Request, authorization: str | None = Header(default=None)
+    ) -> None:
+        # async: a sync dependency would cost each request a hop to a worker thread
         if not keys.check(authorization):
             # Logged for operators, never with the key that was sent.
             client = request.client.host if request.client else "?"
