@@ -65,6 +65,25 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum(axis=1).min())
 
 
+def replay_breakdown(graphs, batch: list[list[int]], repeats: int) -> dict:
+    """Where the time of one replayed batch goes: the whole call, the replay alone (GPU),
+    and the host's share (packing and copies in, the copy out)."""
+    key = graphs.bucket_for(sum(map(len, batch)), max(map(len, batch)), len(batch))
+    g = graphs.graphs[key]
+    whole = timed(lambda b: graphs.run(b), batch, repeats)[0]
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        g.graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return {
+        "bucket": list(key),
+        "call_ms": round(whole, 3),
+        "replay_gpu_ms": round(start.elapsed_time(end) / repeats, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=None)
@@ -98,7 +117,8 @@ def main() -> None:
         for name in ("transformers", "packed_torch", "packed_triton", "graph"):
             if name == "graph" and graphs.run(batch) is None:
                 continue
-            ms, out = timed(mode(name), batch, args.repeats)
+            reps = 3 if name == "transformers" else args.repeats  # slow on unsorted lengths
+            ms, out = timed(mode(name), batch, reps)
             ref = out if ref is None else ref
             row[name] = {
                 "ms": round(ms, 2),
@@ -121,6 +141,8 @@ def main() -> None:
     graphs.graphs = captured
     result["attention_bucket_ms"] = times
     print("attention buckets", times, flush=True)
+    result["replay_breakdown_10x128"] = replay_breakdown(graphs, ten, args.repeats)
+    print("replay breakdown", result["replay_breakdown_10x128"], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -1,7 +1,8 @@
 """Where the time of one Qwen3-4B batch goes (torch profiler), for issue 7 work.
 
     python bench/gpu_profile.py [--tokens 32768] [--seq 512]
-Prints the top CUDA kernels by total time and the wall time of one forward.
+Prints the top CUDA kernels by total time and the wall time of one forward (the server's
+forward: padding-free with the fused kernels, eager, no CUDA graphs).
 """
 
 from __future__ import annotations
@@ -27,9 +28,6 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32768)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--build-dir", type=Path, default=Path("/tmp/qwen3-4b-random"))
-    parser.add_argument(
-        "--compile", default="", help="Also time torch.compile modes (comma-separated)."
-    )
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
     embedder = Embedder.load(load_profile(str(build_model_dir(args.build_dir, None))), "cuda")
@@ -41,22 +39,10 @@ def main() -> None:
     for _ in range(3):
         embedder.forward(batch)
         embedder.forward(short)
-    summary = [time_shapes("eager", embedder, batch, short)]
-    eager_model = embedder.model
-    for mode in [m for m in args.compile.split(",") if m]:
-        embedder.model = torch.compile(eager_model, mode=None if mode == "default" else mode)
-        started = time.perf_counter()
-        for _ in range(3):
-            embedder.forward(batch)
-            embedder.forward(short)
-        summary.append(
-            time_shapes(f"compile:{mode}", embedder, batch, short)
-            + f" (warm-up {time.perf_counter() - started:.0f} s)"
-        )
-    embedder.model = eager_model
+    summary = time_shapes("eager", embedder, batch, short)
     if not args.no_profile:
         profile_tables(embedder, batch, short)
-    print("\n".join(summary))
+    print(summary)
 
 
 def time_shapes(label: str, embedder: Embedder, batch, short) -> str:

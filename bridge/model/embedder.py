@@ -102,7 +102,7 @@ class Embedder:
         device: str = "auto",
         dtype: str = "auto",
         compile: bool = False,
-        fused_kernels: bool = False,
+        fused_kernels: bool = True,
     ) -> Embedder:
         dev = pick_device(device)
         torch_dtype = pick_dtype(dev, dtype)

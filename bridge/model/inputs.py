@@ -6,7 +6,7 @@ and truncation that keeps the instruction and the end token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
@@ -35,6 +35,19 @@ def _special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
     return 0, 0
 
 
+def _backend_encoder(tokenizer: PreTrainedTokenizerBase) -> Callable | None:
+    """The fast tokenizer's own batch encoder, without truncation or padding and, where the
+    library has it, without character offsets: the same ids as ``tokenizer(texts)`` for
+    less than half the time (measured: 10 texts of 127 words, 0.78 -> 0.44 ms)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) if tokenizer.is_fast else None
+    if backend is None:
+        return None
+    own = type(backend).from_str(backend.to_str())  # a copy: settings stay ours
+    own.no_truncation()
+    own.no_padding()
+    return getattr(own, "encode_batch_fast", own.encode_batch)
+
+
 class InputPreparer:
     """Tokenizes client inputs for one model; thread-safe (fast tokenizers are)."""
 
@@ -53,6 +66,14 @@ class InputPreparer:
         self._end = profile.end_token_id
         # Tokens at the end that truncation must keep: the end token, or the tokenizer's own.
         self._keep_tail = 1 if self._end is not None else suffix
+        self._encode_batch = _backend_encoder(tokenizer)
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        if self._encode_batch is not None:
+            return [e.ids for e in self._encode_batch(texts, add_special_tokens=True)]
+        return self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)[
+            "input_ids"
+        ]
 
     def query_text(self, text: str, instruction: str | None) -> str:
         template = self.profile.query_template
@@ -74,9 +95,7 @@ class InputPreparer:
                 raise InputError(f"input[{i}] is an empty string", code="empty_input")
         if input_type == "query":
             texts = [self.query_text(t, instruction) for t in texts]
-        encoded = self.tokenizer(
-            list(texts), add_special_tokens=True, truncation=False, verbose=False
-        )["input_ids"]
+        encoded = self._encode(list(texts))
         return [self._finish(ids, i, truncate) for i, ids in enumerate(encoded)]
 
     def token_ids(

@@ -187,7 +187,7 @@ class PackedQwen3:
                 h = h[b.last]
                 cu_q = torch.arange(pooled + 1, dtype=torch.int32, device=h.device)
                 max_q, causal = 1, False
-            out = attention(q, k, v.contiguous(), cu_q, b.cu_seqlens, max_q, b.max_len, causal)
+            out = attention(q, k, v, cu_q, b.cu_seqlens, max_q, b.max_len, causal)
             h, x = ops.add_rms_norm(F.linear(out.view(-1, nq), layer.o), h, layer.norm_post, eps)
             down = F.linear(ops.silu_mul(F.linear(x, layer.gate_up)), layer.down)
             following = self.layers[i + 1].norm_in if i + 1 < len(self.layers) else self.final_norm
