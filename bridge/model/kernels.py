@@ -45,15 +45,23 @@ def add_rms_norm_torch(
 
 def norm_rope_torch(
     x: torch.Tensor,
-    weight: torch.Tensor,
+    weights: tuple[torch.Tensor, torch.Tensor],
+    first_heads: int,
     eps: float,
     cos: torch.Tensor,
     sin: torch.Tensor,
     positions: torch.Tensor,
 ) -> torch.Tensor:
-    """Per-head RMSNorm of ``x`` (tokens, heads, head_dim), then rotary at ``positions``
-    with the tables ``cos``/``sin`` (positions, head_dim)."""
-    h = rms_norm_torch(x, weight, eps)
+    """Per-head RMSNorm of ``x`` (tokens, heads, head_dim), with ``weights[0]`` on the
+    first ``first_heads`` heads (q) and ``weights[1]`` on the rest (k), then rotary at
+    ``positions`` with the tables ``cos``/``sin`` (positions, head_dim)."""
+    h = torch.cat(
+        (
+            rms_norm_torch(x[:, :first_heads], weights[0], eps),
+            rms_norm_torch(x[:, first_heads:], weights[1], eps),
+        ),
+        dim=1,
+    )
     c, s = cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
     half = h.shape[-1] // 2
     rotated = torch.cat((-h[..., half:], h[..., :half]), dim=-1)
@@ -98,8 +106,8 @@ if triton is not None:
 
     @triton.jit
     def _norm_rope(
-        x_ptr, w_ptr, cos_ptr, sin_ptr, pos_ptr, out_ptr,
-        x_row_stride, n_heads, eps,
+        x_ptr, wa_ptr, wb_ptr, cos_ptr, sin_ptr, pos_ptr, out_ptr,
+        x_row_stride, n_heads, first_heads, eps,
         HEADS: tl.constexpr, DIM: tl.constexpr,
     ):  # fmt: skip
         token = tl.program_id(0).to(tl.int64)
@@ -114,8 +122,9 @@ if triton is not None:
         dim_f = tl.full((), DIM, tl.float32)
         rstd = tl.rsqrt(tl.div_rn(tl.sum(x * x, axis=1), dim_f) + eps)[:, None]
         dt = out_ptr.dtype.element_ty
-        w = tl.load(w_ptr + dims).to(tl.float32)
-        wp = tl.load(w_ptr + partner).to(tl.float32)
+        first = heads < first_heads  # q heads take one weight, k heads the other
+        w = tl.where(first, tl.load(wa_ptr + dims), tl.load(wb_ptr + dims)).to(tl.float32)
+        wp = tl.where(first, tl.load(wa_ptr + partner), tl.load(wb_ptr + partner)).to(tl.float32)
         h = (w * (x * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
         hp = (wp * (xp * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
         rotated = tl.where(dims < half, -hp, hp)
@@ -163,7 +172,8 @@ def add_rms_norm_triton(
 
 def norm_rope_triton(
     x: torch.Tensor,
-    weight: torch.Tensor,
+    weights: tuple[torch.Tensor, torch.Tensor],
+    first_heads: int,
     eps: float,
     cos: torch.Tensor,
     sin: torch.Tensor,
@@ -174,8 +184,8 @@ def norm_rope_triton(
         x = x.contiguous()
     out = torch.empty((tokens, heads, dim), dtype=x.dtype, device=x.device)
     _norm_rope[(tokens,)](
-        x, weight, cos, sin, positions, out, x.stride(0), heads, eps,
-        HEADS=triton.next_power_of_2(heads), DIM=dim,
+        x, weights[0], weights[1], cos, sin, positions, out, x.stride(0), heads, first_heads,
+        eps, HEADS=triton.next_power_of_2(heads), DIM=dim,
     )  # fmt: skip
     return out
 

@@ -173,20 +173,27 @@ class PackedQwen3:
         pooled = b.last.shape[0]
         for i, layer in enumerate(self.layers):
             qkv = F.linear(x, layer.qkv)
-            q = qkv[:, :nq].view(-1, self.heads, d)
-            k = qkv[:, nq : nq + nk].view(-1, self.kv_heads, d)
-            v = qkv[:, nq + nk :].view(-1, self.kv_heads, d)
-            k = ops.norm_rope(k, layer.k_norm, eps, self.cos, self.sin, b.positions)
-            if i < len(self.layers) - 1:
-                q = ops.norm_rope(q, layer.q_norm, eps, self.cos, self.sin, b.positions)
+            norms = (layer.q_norm, layer.k_norm)
+            if i < len(self.layers) - 1:  # q and k heads normed and rotated in one pass
+                qk = ops.norm_rope(
+                    qkv[:, : nq + nk].view(-1, self.heads + self.kv_heads, d),
+                    norms, self.heads, eps, self.cos, self.sin, b.positions,
+                )  # fmt: skip
+                q, k = qk[:, : self.heads], qk[:, self.heads :]
                 cu_q, max_q, causal = b.cu_seqlens, b.max_len, True
             else:  # only the pooled tokens go on: their query attends to their whole text
+                k = ops.norm_rope(
+                    qkv[:, nq : nq + nk].view(-1, self.kv_heads, d),
+                    norms, 0, eps, self.cos, self.sin, b.positions,
+                )  # fmt: skip
                 q = ops.norm_rope(
-                    q[b.last], layer.q_norm, eps, self.cos, self.sin, b.positions[b.last]
-                )
+                    qkv[b.last, :nq].view(-1, self.heads, d),
+                    norms, self.heads, eps, self.cos, self.sin, b.positions[b.last],
+                )  # fmt: skip
                 h = h[b.last]
                 cu_q = torch.arange(pooled + 1, dtype=torch.int32, device=h.device)
                 max_q, causal = 1, False
+            v = qkv[:, nq + nk :].view(-1, self.kv_heads, d)
             out = attention(q, k, v, cu_q, b.cu_seqlens, max_q, b.max_len, causal)
             h, x = ops.add_rms_norm(F.linear(out.view(-1, nq), layer.o), h, layer.norm_post, eps)
             down = F.linear(ops.silu_mul(F.linear(x, layer.gate_up)), layer.down)
