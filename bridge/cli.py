@@ -116,16 +116,16 @@ def main() -> None:
     envvar="BRIDGE_CUDA_GRAPHS",
     default=True,
     show_default=True,
-    help="On a GPU, capture CUDA graphs for small batches at start-up (short queries "
-    "skip the Python kernel-launch overhead).",
+    help="On a GPU, capture CUDA graphs for batches of up to 2,048 tokens at start-up "
+    "(short queries skip the Python kernel-launch overhead; Qwen3 models).",
 )
 @click.option(
     "--fused-kernels/--no-fused-kernels",
     envvar="BRIDGE_FUSED_KERNELS",
     default=True,
     show_default=True,
-    help="On a GPU, run Qwen3's RMSNorms and SiLU·mul as fused Triton kernels (and gate "
-    "and up projections as one GEMM).",
+    help="On a GPU, run the elementwise steps of Qwen3's padding-free forward (add + "
+    "RMSNorm, q/k norm + rotary, SiLU·mul) as fused Triton kernels.",
 )
 @click.option(
     "--allow-truncation",
