@@ -95,6 +95,33 @@ def test_packed_batcher_keeps_arrival_order_and_counts_real_tokens():
         batcher.close()
 
 
+def test_several_workers_share_a_short_queue():
+    calls: list[list[int]] = []
+    started: list[int] = []
+    gate = threading.Event()
+    lock = threading.Lock()
+
+    def forward(batch):
+        started.append(len(batch))
+        gate.wait(5)
+        with lock:
+            calls.append([len(s) for s in batch])
+        return echo_forward()(batch)
+
+    batcher = Batcher([forward, forward], 1000, packed=True, min_share_tokens=200)
+    try:
+        time.sleep(0.05)
+        out = batcher.submit([[i] * 100 for i in range(8)])  # 800 tokens, two idle workers
+        time.sleep(0.1)
+        assert started == [4, 2], "both workers busy at once, on a fair share each"
+        gate.set()
+        assert out.result(5).shape == (8, 2)
+        # the first worker takes half (400), not all 800; the rest is shared down to 200
+        assert sorted(map(sum, calls)) == [200, 200, 400]
+    finally:
+        batcher.close()
+
+
 def test_results_come_back_in_caller_order():
     batcher = Batcher(echo_forward(), max_batch_tokens=64)
     try:

@@ -124,8 +124,10 @@ class Batcher:
         observer: BatchObserver | None = None,
         on_idle: Callable[[], None] | None = None,
         packed: bool = False,
+        min_share_tokens: int = 4096,
     ) -> None:
         self.packed = packed
+        self.min_share_tokens = min_share_tokens
         self._forwards = [forward] if callable(forward) else list(forward)
         if not self._forwards:
             raise ValueError("at least one forward function is needed")
@@ -191,6 +193,17 @@ class Batcher:
             self._cond.notify()
         return future
 
+    def _budget(self) -> int:
+        """The token budget of the next batch. With several workers, a queue shorter than a
+        full batch each is shared out (down to ``min_share_tokens``), so that no GPU idles
+        while another works through the last of it."""
+        budget = self.max_batch_tokens
+        workers = len(self._forwards)
+        if workers > 1:
+            share = -(-self._queued_tokens // workers)
+            budget = min(budget, max(share, self.min_share_tokens))
+        return budget
+
     def _retry_after(self) -> float:
         rate = (self._tokens_per_second or 1000.0) * len(self._forwards)
         return max(1.0, round(self._queued_tokens / rate, 1))
@@ -213,9 +226,11 @@ class Batcher:
             if not self._pending:
                 return None
             take = take_packed if self.packed else take_batch
-            batch = take(self._pending, self.max_batch_tokens)
+            batch = take(self._pending, self._budget())
             self._queued_tokens -= sum(it.length for it in batch)
             self._busy += 1
+            if self._pending:  # one submit wakes one worker: pass the rest on to another
+                self._cond.notify()
             return batch
 
     def _run(self, worker: int) -> None:
