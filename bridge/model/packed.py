@@ -132,6 +132,7 @@ class PackedQwen3:
     def __init__(self, model: torch.nn.Module, ops: Ops, max_positions: int) -> None:
         config = model.config
         check_supported(config)
+        check_device(model.embed_tokens.weight)
         self.ops = ops
         self.eps = float(config.rms_norm_eps)
         self.heads = int(config.num_attention_heads)
@@ -200,6 +201,16 @@ class PackedQwen3:
             following = self.layers[i + 1].norm_in if i + 1 < len(self.layers) else self.final_norm
             h, x = ops.add_rms_norm(down, h, following, eps)
         return x.float()
+
+
+def check_device(weight: torch.Tensor) -> None:
+    """Flash attention on CUDA needs an Ampere or newer GPU and 16-bit weights."""
+    if not weight.is_cuda:
+        return  # the per-sequence attention works anywhere
+    if torch.cuda.get_device_capability(weight.device) < (8, 0):
+        raise Unsupported("flash attention needs an Ampere (sm80) or newer GPU")
+    if weight.dtype not in (torch.float16, torch.bfloat16):
+        raise Unsupported(f"flash attention needs float16 or bfloat16, not {weight.dtype}")
 
 
 def check_supported(config) -> None:
