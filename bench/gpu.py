@@ -96,6 +96,15 @@ def mixed_lengths(n: int, seed: int = 1) -> list[int]:
     return [int(min(1024, max(8, rng.lognormvariate(math.log(120), 0.9)))) for _ in range(n)]
 
 
+def host_cpu() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        name = next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
+    except (OSError, StopIteration):
+        name = "unknown"
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def sync_time(fn) -> float:
     torch.cuda.synchronize()
     started = time.perf_counter()
@@ -377,6 +386,7 @@ def main() -> None:
     import transformers
 
     result["transformers"] = transformers.__version__
+    result["host_cpu"] = host_cpu()  # latency over HTTP depends on it (Python, tokenizer)
 
     def save() -> None:  # after every phase: a run cut short still leaves its numbers
         args.out.parent.mkdir(parents=True, exist_ok=True)

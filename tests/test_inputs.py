@@ -1,12 +1,18 @@
-"""The preparer's own batch encoder gives exactly the tokenizer's ids."""
+"""Tokenization: the preparer's own batch encoder gives exactly the tokenizer's ids, and a
+request tokenized in parts on several threads gives the same result."""
 
 from __future__ import annotations
 
+import asyncio
+
+import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from bridge.model.inputs import InputPreparer
+from bridge.model.inputs import InputError, InputPreparer
 from bridge.model.profile import load_profile
+
+from conftest import make_service
 
 TEXTS = [
     "cats and dogs",
@@ -28,3 +34,18 @@ def test_backend_encoder_equals_the_tokenizer(which, request):
     # truncation settings of the shared tokenizer do not leak into ours
     tokenizer(TEXTS, truncation=True, max_length=4)
     assert preparer._encode(TEXTS) == want
+
+
+def test_long_requests_are_tokenized_in_parts_with_the_same_result(tiny_qwen3_dir):
+    service = make_service(tiny_qwen3_dir, tokenizer_threads=4)
+    try:
+        texts = [("cats and dogs " * 50) + str(i) for i in range(6)]  # ~4,200 characters
+        split = asyncio.run(service.embed(texts))
+        whole = service.embed_sync(texts)
+        assert np.allclose(split.vectors, whole.vectors, atol=1e-6)
+        assert split.prompt_tokens == whole.prompt_tokens
+        texts[5] = "   "
+        with pytest.raises(InputError, match=r"input\[5\] is an empty string"):
+            asyncio.run(service.embed(texts))
+    finally:
+        service.close()

@@ -88,15 +88,17 @@ class InputPreparer:
         input_type: InputType = "document",
         instruction: str | None = None,
         truncate: bool = True,
+        first_index: int = 0,
     ) -> list[list[int]]:
-        """Token ids for each text, ready for the model."""
-        for i, text in enumerate(texts):
+        """Token ids for each text, ready for the model (``first_index``: the position of
+        ``texts[0]`` in the request, for error messages)."""
+        for i, text in enumerate(texts, first_index):
             if not text or not text.strip():
                 raise InputError(f"input[{i}] is an empty string", code="empty_input")
         if input_type == "query":
             texts = [self.query_text(t, instruction) for t in texts]
         encoded = self._encode(list(texts))
-        return [self._finish(ids, i, truncate) for i, ids in enumerate(encoded)]
+        return [self._finish(ids, i, truncate) for i, ids in enumerate(encoded, first_index)]
 
     def token_ids(
         self, id_lists: Sequence[Sequence[int]], truncate: bool = True

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_MAX_INPUT_TOKENS = 8192
+SPLIT_CHARS = 1024  # a request is tokenized in parts of at least this many characters
 
 
 def default_batch_tokens(device: torch.device) -> int:
@@ -139,6 +140,40 @@ class EmbeddingService:
             return self.preparer.token_ids(inputs, truncate)  # type: ignore[arg-type]
         return self.preparer.texts(inputs, input_type, instruction, truncate)  # type: ignore[arg-type]
 
+    async def _prepare_in_pool(
+        self,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        input_type: InputType,
+        instruction: str | None,
+        truncate: bool,
+    ) -> list[list[int]]:
+        """Tokenize on the tokenizer threads; a request with several long texts is split
+        over them (the tokenizer releases the GIL), so it waits less before its batch."""
+        loop = asyncio.get_running_loop()
+        pool = self._tokenizer_pool
+        chars = sum(len(x) for x in inputs) if inputs and isinstance(inputs[0], str) else 0
+        parts = min(len(inputs), self.options.tokenizer_threads, chars // SPLIT_CHARS)
+        if parts < 2:
+            return await loop.run_in_executor(
+                pool, self.prepare, inputs, input_type, instruction, truncate
+            )
+        size = -(-len(inputs) // parts)
+        done = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    pool,
+                    self.preparer.texts,
+                    inputs[i : i + size],
+                    input_type,
+                    instruction,
+                    truncate,
+                    i,
+                )  # fmt: skip
+                for i in range(0, len(inputs), size)
+            )
+        )
+        return [seq for part in done for seq in part]
+
     async def embed(
         self,
         inputs: Sequence[str] | Sequence[Sequence[int]],
@@ -150,10 +185,7 @@ class EmbeddingService:
     ) -> EmbedResult:
         """Embed one request's inputs; ``normalize=False`` skips the model's L2 norm."""
         dim = self.check_dimensions(dimensions)
-        loop = asyncio.get_running_loop()
-        seqs = await loop.run_in_executor(
-            self._tokenizer_pool, self.prepare, inputs, input_type, instruction, truncate
-        )
+        seqs = await self._prepare_in_pool(inputs, input_type, instruction, truncate)
         pooled = await asyncio.wrap_future(self.batcher.submit(seqs))
         vectors = finish_vectors(pooled, dim, self.profile.normalize and normalize)
         return EmbedResult(vectors, sum(len(s) for s in seqs))
