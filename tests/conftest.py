@@ -236,8 +236,11 @@ def wait_count(engine: EngineClient, index: str, at_least: int, timeout: float =
 
 def assert_exactly_once(engine: EngineClient, index: str, docs: list[dict]) -> None:
     engine.request("POST", f"/{index}/_refresh")
-    assert engine.request("GET", f"/{index}/_count")["count"] == len(docs)
     hits = engine.request(
         "POST", f"/{index}/_search", {"size": 10000, "_source": False, "query": {"match_all": {}}}
     )["hits"]["hits"]
+    missing = sorted({d["_id"] for d in docs} - {h["_id"] for h in hits})
+    indices = engine.request("GET", "/_cat/indices?format=json&h=index,docs.count")
+    assert not missing, f"{len(missing)} missing, e.g. {missing[:5]}; indices: {indices}"
+    assert engine.request("GET", f"/{index}/_count")["count"] == len(docs)
     assert sorted(h["_id"] for h in hits) == sorted(d["_id"] for d in docs)

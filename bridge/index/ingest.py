@@ -323,20 +323,31 @@ class Indexer:
                 return {}
             return pending
         retry: dict[str, tuple[int | None, dict]] = {}
+        unanswered = dict(pending)
         for item in answer.get("items", []):
             result = next(iter(item.values()))
             doc_id = result.get("_id")
             status = result.get("status", 500)
-            if doc_id not in pending:
+            if unanswered.pop(doc_id, None) is None:
                 continue
-            if status < 300:
+            # "noop": the ingest pipeline dropped the document; it was not written
+            dropped = result.get("result") == "noop"
+            if status < 300 and not dropped:
                 summary.indexed += 1
-            elif (status == 429 or status >= 500) and not final:
+            elif (status == 429 or status >= 500 or dropped) and not final:
                 retry[doc_id] = pending[doc_id]
             else:
-                reason = item_reason(result.get("error")) or str(status)
+                reason = "dropped by the ingest pipeline" if dropped else None
+                reason = reason or item_reason(result.get("error")) or str(status)
                 line, body = pending[doc_id]
                 summary.failed.append(Failure(line, doc_id, f"engine refused: {reason}", body))
+        for doc_id, (line, body) in unanswered.items():  # not in the answer: not written
+            if final:
+                summary.failed.append(
+                    Failure(line, doc_id, "the engine did not answer for it", body)
+                )
+            else:
+                retry[doc_id] = (line, body)
         return retry
 
     def _write_dead_letter(self, failures: list[Failure]) -> None:
