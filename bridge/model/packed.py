@@ -82,10 +82,9 @@ def attention(
     k and v (tokens, kv heads, dim) (grouped-query attention)."""
     scale = q.shape[-1] ** -0.5
     if q.is_cuda:
-        out = torch.ops.aten._flash_attention_forward(
+        return torch.ops.aten._flash_attention_forward(
             q, k, v, cu_q, cu_k, max_q, max_k, 0.0, causal, False, scale=scale
         )[0]
-        return out
     out = torch.empty_like(q)
     groups = q.shape[1] // k.shape[1]
     bounds_q, bounds_k = cu_q.tolist(), cu_k.tolist()
