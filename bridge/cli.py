@@ -71,8 +71,8 @@ def main() -> None:
     envvar="BRIDGE_MAX_BATCH_TOKENS",
     default=None,
     type=click.IntRange(min=1),
-    help="Token budget of one model batch, counted as padded tokens "
-    "[default: 32768 on CUDA, 1024 on CPU].",
+    help="Token budget of one model batch: real tokens with Qwen3's padding-free forward "
+    "on CUDA, padded tokens otherwise [default: 32768 on CUDA, 1024 on CPU].",
 )
 @click.option(
     "--max-input-tokens",
