@@ -111,14 +111,7 @@ class GraphCache:
         if key is None:
             return None
         g = self.graphs[key]
-        host = pack(batch, self.pad_id, key[0], SLOTS)
         with torch.cuda.device(self.device):
-            for static, value in (
-                (g.inputs.ids, host.ids),
-                (g.inputs.positions, host.positions),
-                (g.inputs.cu_seqlens, host.cu_seqlens),
-                (g.inputs.last, host.last),
-            ):
-                static.copy_(value.pin_memory(), non_blocking=True)
+            pack(batch, self.pad_id, key[0], SLOTS).copy_into(g.inputs)
             g.graph.replay()
             return g.pooled[: len(batch)].cpu().numpy()

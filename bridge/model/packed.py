@@ -33,14 +33,21 @@ class PackedBatch:
     last: torch.Tensor  # (sequences,) int64, index of each sequence's last token
     max_len: int
 
-    def to(self, device: torch.device) -> PackedBatch:
-        def move(t: torch.Tensor) -> torch.Tensor:
-            return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """ids, positions, cu_seqlens, last: what a device copy moves."""
+        return self.ids, self.positions, self.cu_seqlens, self.last
 
-        return PackedBatch(
-            move(self.ids), move(self.positions), move(self.cu_seqlens), move(self.last),
-            self.max_len,
-        )  # fmt: skip
+    def to(self, device: torch.device) -> PackedBatch:
+        if device.type != "cuda":
+            return self
+        moved = (t.pin_memory().to(device, non_blocking=True) for t in self.tensors)
+        return PackedBatch(*moved, self.max_len)
+
+    def copy_into(self, static: PackedBatch) -> None:
+        """Write this batch's tensors into ``static``'s (a captured graph's inputs)."""
+        for target, value in zip(static.tensors, self.tensors, strict=True):
+            target.copy_(value.pin_memory(), non_blocking=True)
 
 
 def pack(

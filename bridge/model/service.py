@@ -168,7 +168,7 @@ class EmbeddingService:
                     instruction,
                     truncate,
                     i,
-                )  # fmt: skip
+                )
                 for i in range(0, len(inputs), size)
             )
         )
