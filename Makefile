@@ -6,7 +6,7 @@ export BRIDGE_HOME ?= $(HOME)/.cache/bridge
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test lint demo bench bench-gpu clean
+.PHONY: install test test-unit lint demo bench bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,13 @@ lint: install
 	$(PY) -m ruff check bridge tests bench
 	$(PY) -m ruff format --check bridge tests bench
 
+# Everything: unit tests, then integration tests with real engine nodes and servers.
 test: install lint
 	$(PY) -m pytest -q -ra
+
+# Fast unit tests: no JVM, no server process (under a minute).
+test-unit: install
+	$(PY) -m pytest -q -ra tests/unit
 
 demo: install
 	$(PY) -m bridge.demo
