@@ -57,7 +57,7 @@ def free_port() -> int:
 def reference_rate(texts: list[str], batch_size: int) -> dict:
     from sentence_transformers import SentenceTransformer
 
-    from bridge.model.profile import load_profile
+    from bridge.model.families import load_profile
 
     model = SentenceTransformer(str(load_profile("minilm").path), device="cpu")
     model.encode(texts[:64], batch_size=batch_size)  # warm-up

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu import END_ID, VOCAB_WORDS, build_model_dir  # noqa: E402
 
 from bridge.model.embedder import Embedder  # noqa: E402
+from bridge.model.families import load_profile  # noqa: E402
 from bridge.model.kernels import TORCH_OPS, TRITON_OPS  # noqa: E402
-from bridge.model.profile import load_profile  # noqa: E402
 
 
 def batches(seed: int = 0) -> dict[str, list[list[int]]]:

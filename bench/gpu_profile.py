@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpu import build_model_dir  # noqa: E402
 
 from bridge.model.embedder import Embedder  # noqa: E402
-from bridge.model.profile import load_profile  # noqa: E402
+from bridge.model.families import load_profile  # noqa: E402
 
 
 def main() -> None:

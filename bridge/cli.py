@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sys
 
 import click
 
 from bridge.engines.cli import engine
 from bridge.index.cli import register as register_index_commands
+from bridge.model.options import (
+    CPU_BATCH_TOKENS,
+    DEFAULT_MAX_INPUT_TOKENS,
+    GPU_BATCH_TOKENS,
+    ServiceOptions,
+    default_of,
+)
+from bridge.server.settings import ServerSettings
 
 
 def _setup_logging(level: str) -> None:
@@ -32,7 +42,7 @@ def main() -> None:
 @click.option(
     "--model",
     envvar="BRIDGE_MODEL",
-    default="Qwen/Qwen3-Embedding-4B",
+    default=default_of(ServiceOptions, "model"),
     show_default=True,
     help="Hugging Face hub id, local directory, or the alias 'minilm' (offline, CPU).",
 )
@@ -53,7 +63,7 @@ def main() -> None:
 @click.option(
     "--device",
     envvar="BRIDGE_DEVICE",
-    default="auto",
+    default=default_of(ServiceOptions, "device"),
     show_default=True,
     help="auto, cpu, cuda (every visible GPU, one worker each), cuda:N, or a list "
     "such as cuda:0,cuda:1.",
@@ -61,7 +71,7 @@ def main() -> None:
 @click.option(
     "--dtype",
     envvar="BRIDGE_DTYPE",
-    default="auto",
+    default=default_of(ServiceOptions, "dtype"),
     show_default=True,
     type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
     help="auto is bfloat16 on CUDA and float32 on CPU.",
@@ -72,14 +82,16 @@ def main() -> None:
     default=None,
     type=click.IntRange(min=1),
     help="Token budget of one model batch: real tokens with Qwen3's padding-free forward "
-    "on CUDA, padded tokens otherwise [default: 32768 on CUDA, 1024 on CPU].",
+    f"on CUDA, padded tokens otherwise [default: {GPU_BATCH_TOKENS} on CUDA, "
+    f"{CPU_BATCH_TOKENS} on CPU].",
 )
 @click.option(
     "--max-input-tokens",
     envvar="BRIDGE_MAX_INPUT_TOKENS",
     default=None,
     type=click.IntRange(min=2),
-    help="Longest input in tokens [default: 8192, capped at the model's own limit].",
+    help=f"Longest input in tokens [default: {DEFAULT_MAX_INPUT_TOKENS}, capped at the "
+    "model's own limit].",
 )
 @click.option(
     "--max-queue-tokens",
@@ -91,7 +103,7 @@ def main() -> None:
 @click.option(
     "--max-inputs",
     envvar="BRIDGE_MAX_INPUTS",
-    default=2048,
+    default=default_of(ServerSettings, "max_inputs_per_request"),
     show_default=True,
     type=click.IntRange(min=1),
     help="Most inputs in one request (413 beyond).",
@@ -99,7 +111,7 @@ def main() -> None:
 @click.option(
     "--max-request-bytes",
     envvar="BRIDGE_MAX_REQUEST_BYTES",
-    default=16 * 1024 * 1024,
+    default=default_of(ServerSettings, "max_request_bytes"),
     show_default=True,
     type=click.IntRange(min=1024),
     help="Largest request body (413 beyond).",
@@ -114,7 +126,7 @@ def main() -> None:
 @click.option(
     "--cuda-graphs/--no-cuda-graphs",
     envvar="BRIDGE_CUDA_GRAPHS",
-    default=True,
+    default=default_of(ServiceOptions, "cuda_graphs"),
     show_default=True,
     help="On a GPU, capture CUDA graphs for batches of up to 2,048 tokens at start-up "
     "(short queries skip the Python kernel-launch overhead; Qwen3 models).",
@@ -122,7 +134,7 @@ def main() -> None:
 @click.option(
     "--fused-kernels/--no-fused-kernels",
     envvar="BRIDGE_FUSED_KERNELS",
-    default=True,
+    default=default_of(ServiceOptions, "fused_kernels"),
     show_default=True,
     help="On a GPU, run the elementwise steps of Qwen3's padding-free forward (add + "
     "RMSNorm, q/k norm + rotary, SiLU·mul) as fused Triton kernels.",
@@ -156,10 +168,13 @@ def main() -> None:
 @click.option("--log-level", envvar="BRIDGE_LOG_LEVEL", default="info", show_default=True)
 def serve(**opts) -> None:
     """Serve embeddings over an OpenAI-compatible HTTP API (and TEI's /embed)."""
+    _check_port_free(opts["host"], opts["port"])  # before minutes of model loading
+
     import uvicorn
 
-    from bridge.model.service import EmbeddingService, ServiceOptions
-    from bridge.server.app import ServerSettings, create_app
+    from bridge.model.errors import BridgeError
+    from bridge.model.service import EmbeddingService
+    from bridge.server.app import create_app
     from bridge.server.auth import parse_keys
 
     _setup_logging(opts["log_level"])
@@ -178,7 +193,7 @@ def serve(**opts) -> None:
     )
     try:
         service = EmbeddingService.from_options(options)
-    except (ValueError, RuntimeError, OSError) as exc:
+    except BridgeError as exc:  # model not found, bad files, device or dtype unusable
         raise click.ClickException(f"cannot load model {options.model!r}: {exc}") from exc
     keys = [k for raw in opts["api_keys"] for k in parse_keys(raw)]
     settings = ServerSettings(
@@ -200,6 +215,21 @@ def serve(**opts) -> None:
     uvicorn.run(
         app, host=opts["host"], port=opts["port"], log_level=opts["log_level"], access_log=False
     )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail at once, with a usage error, when the address is taken or cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                why = "is already in use (another bridge serve?); pick another --port"
+            else:
+                why = f"cannot be bound ({exc.strerror}); check --host"
+            raise click.UsageError(f"{host}:{port} {why}") from exc
 
 
 main.add_command(engine)

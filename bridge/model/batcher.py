@@ -23,26 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bridge.model.errors import Overloaded, ShuttingDown, TooLarge
+
 log = logging.getLogger(__name__)
 
 ForwardFn = Callable[[list[list[int]]], np.ndarray]
 BatchObserver = Callable[[int, int, int, float], None]  # items, padded, real tokens, seconds
-
-
-class Overloaded(RuntimeError):
-    """The queue is full; retry after ``retry_after`` seconds."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class TooLarge(RuntimeError):
-    """A request that can never fit (the queue, or the device's memory)."""
-
-
-class ShuttingDown(RuntimeError):
-    """The batcher is stopping and takes no new work."""
 
 
 @dataclass

@@ -11,16 +11,13 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from bridge.model.errors import DeviceError, ModelSpecError
+from bridge.model.families import Family, family_for
 from bridge.model.graphs import GraphCache
-from bridge.model.kernels import pick_ops
-from bridge.model.packed import PackedQwen3, Unsupported, pack
+from bridge.model.packed import PackedQwen3, pack
 from bridge.model.profile import ModelProfile
 
 log = logging.getLogger(__name__)
-
-
-class DeviceError(RuntimeError):
-    """The requested device cannot be used."""
 
 
 def pick_device(device: str) -> torch.device:
@@ -68,11 +65,6 @@ def pad_batch(
     return ids, mask
 
 
-def position_ids(mask: torch.Tensor) -> torch.Tensor:
-    """Qwen3 positions start at each text's first real token."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
 def pick_dtype(device: torch.device, dtype: str) -> torch.dtype:
     """bf16 on CUDA and float32 on CPU unless told (fp16 can overflow on Qwen3)."""
     if dtype == "auto":
@@ -109,25 +101,28 @@ class Embedder:
         # We tokenize on our own thread pool; the tokenizer's inner threads would only
         # compete with the model for cores (measured: -15% throughput on 2 cores).
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        tokenizer = AutoTokenizer.from_pretrained(profile.path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(profile.path)
+            model = AutoModel.from_pretrained(
+                profile.path, dtype=torch_dtype, attn_implementation="sdpa"
+            )
+            model.to(dev).eval()
+        except torch.OutOfMemoryError as exc:
+            raise DeviceError(
+                f"{profile.name} does not fit in the memory of {dev}: free the GPU, pick "
+                "another --device, or a smaller model"
+            ) from exc
+        except (OSError, ValueError) as exc:  # missing or corrupt weights / tokenizer files
+            raise ModelSpecError(f"cannot load {profile.path}: {exc}") from exc
         tokenizer.padding_side = profile.padding_side
-        model = AutoModel.from_pretrained(
-            profile.path, dtype=torch_dtype, attn_implementation="sdpa"
-        )
-        model.to(dev).eval()
         log.info("loaded %s (%s) on %s as %s", profile.name, profile.kind, dev, torch_dtype)
         packed = None
         if compile:
             # Fuses the elementwise work between the GEMMs (measured on an H200: +40% tokens/s
             # on 512-token batches, 31 -> 13 ms for a 16-token query); shapes stay dynamic.
             model = torch.compile(model, dynamic=True)
-        elif profile.kind == "qwen3" and dev.type == "cuda":
-            try:
-                positions = min(int(model.config.max_position_embeddings), 65536)
-                packed = PackedQwen3(model, pick_ops(dev, fused_kernels), positions)
-                log.info("padding-free forward with %s kernels", packed.ops.name)
-            except Unsupported as exc:
-                log.warning("padding-free forward not used (%s): padded batches instead", exc)
+        else:
+            packed = family_for(profile.model_type).fast_forward(model, dev, fused_kernels)
         return cls(profile, tokenizer, model, dev, torch_dtype, packed)
 
     def capture_graphs(self) -> None:
@@ -143,6 +138,10 @@ class Embedder:
         rows, with and without padding), so that no client waits for a compilation."""
         for batch in ([[1] * 8], [[1] * 8, [1] * 8], [[1] * 5, [1] * 9, [1] * 17]):
             self.forward([[self.pad_id + 1] * len(s) for s in batch])
+
+    @property
+    def family(self) -> Family:
+        return family_for(self.profile.model_type)
 
     @property
     def vocab_size(self) -> int:
@@ -178,7 +177,7 @@ class Embedder:
             # Without padding no mask is passed, so attention can take its fused causal kernel.
             return self._pooled_forward(ids, None, None).cpu().numpy()
         # Padding: the mask is needed (and Qwen3 positions start at each text's first token).
-        positions = position_ids(mask) if self.profile.kind == "qwen3" else None
+        positions = self.family.position_ids(mask)
         return self._pooled_forward(ids, mask, positions).cpu().numpy()
 
     def _pooled_forward(

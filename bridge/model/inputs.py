@@ -11,18 +11,10 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
+from bridge.model.errors import InputError
 from bridge.model.profile import ModelProfile
 
 InputType = Literal["query", "document"]
-
-
-class InputError(ValueError):
-    """A client input that cannot be embedded; ``param`` names the offending field."""
-
-    def __init__(self, message: str, param: str = "input", code: str = "invalid_input") -> None:
-        super().__init__(message)
-        self.param = param
-        self.code = code
 
 
 def _special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:

@@ -16,11 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bridge.model.errors import Unsupported
 from bridge.model.kernels import Ops
-
-
-class Unsupported(ValueError):
-    """The model's configuration is not one this forward reproduces."""
 
 
 @dataclass

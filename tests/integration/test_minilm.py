@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
-from bridge.model.profile import load_profile
+from bridge.model.families import load_profile
 
 TEXTS = [
     "A man is eating food.",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from bridge.model.embedder import pad_batch, position_ids
+from bridge.model.embedder import pad_batch
+from bridge.model.families.qwen3 import Qwen3Family
 from bridge.model.graphs import DEFAULT_MAX_TOKENS, SLOTS, GraphCache, buckets
 
 
@@ -35,6 +36,6 @@ def test_pad_batch_left_and_right():
     ids, mask = pad_batch([[5, 6], [7]], 4, 0, left=True)
     assert ids.tolist() == [[0, 0, 5, 6], [0, 0, 0, 7]]
     assert mask.tolist() == [[0, 0, 1, 1], [0, 0, 0, 1]]
-    assert position_ids(mask).tolist() == [[0, 0, 0, 1], [0, 0, 0, 0]]
+    assert Qwen3Family().position_ids(mask).tolist() == [[0, 0, 0, 1], [0, 0, 0, 0]]
     ids, mask = pad_batch([[5, 6], [7]], 3, 0, left=False)
     assert ids.tolist() == [[5, 6, 0], [7, 0, 0]] and mask.tolist() == [[1, 1, 0], [1, 0, 0]]

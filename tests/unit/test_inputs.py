@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from bridge.model.families import load_profile
 from bridge.model.inputs import InputError, InputPreparer
-from bridge.model.profile import load_profile
 
 from conftest import make_service
 

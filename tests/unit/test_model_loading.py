@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from bridge.model.embedder import DeviceError, pick_device, pick_dtype
+from bridge.model.errors import ModelSpecError
+from bridge.model.families import load_profile
 from bridge.model.inputs import InputError
-from bridge.model.profile import ModelSpecError, load_profile
 
 from conftest import make_service
 
