@@ -98,7 +98,26 @@ def main() -> None:
     envvar="BRIDGE_MAX_QUEUE_TOKENS",
     default=None,
     type=click.IntRange(min=1),
-    help="Tokens allowed to wait; beyond it requests get 429 [default: max(16 x batch, 262144)].",
+    help="Tokens allowed to wait; beyond it requests get 429 [default: --queue-seconds of "
+    "work at the throughput measured at start-up].",
+)
+@click.option(
+    "--queue-seconds",
+    envvar="BRIDGE_QUEUE_SECONDS",
+    default=default_of(ServiceOptions, "queue_seconds"),
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Default queue bound in seconds of work: a 429 means a real backlog; its "
+    "Retry-After is the backlog's time at the same rate.",
+)
+@click.option(
+    "--shutdown-grace",
+    envvar="BRIDGE_SHUTDOWN_GRACE",
+    default=default_of(ServerSettings, "shutdown_grace"),
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="On SIGTERM: /ready turns 503, new requests get 503, in-flight work finishes for "
+    "up to this many seconds, then exit 0 (a second signal stops at once).",
 )
 @click.option(
     "--max-inputs",
@@ -176,6 +195,7 @@ def serve(**opts) -> None:
     from bridge.model.service import EmbeddingService
     from bridge.server.app import create_app
     from bridge.server.auth import parse_keys
+    from bridge.server.lifecycle import DrainingServer
 
     _setup_logging(opts["log_level"])
     options = ServiceOptions(
@@ -186,6 +206,7 @@ def serve(**opts) -> None:
         max_batch_tokens=opts["max_batch_tokens"],
         max_input_tokens=opts["max_input_tokens"],
         max_queue_tokens=opts["max_queue_tokens"],
+        queue_seconds=opts["queue_seconds"],
         allow_truncation=opts["allow_truncation"],
         compile=opts["compile_model"],
         cuda_graphs=opts["cuda_graphs"],
@@ -202,6 +223,7 @@ def serve(**opts) -> None:
         max_inputs_per_request=opts["max_inputs"],
         max_request_bytes=opts["max_request_bytes"],
         served_model_name=opts["served_model_name"],
+        shutdown_grace=opts["shutdown_grace"],
     )
     app = create_app(service, settings)
     profile = service.profile
@@ -212,9 +234,10 @@ def serve(**opts) -> None:
         + (" (API keys required)" if keys or opts["api_key_file"] else ""),
         err=True,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app, host=opts["host"], port=opts["port"], log_level=opts["log_level"], access_log=False
     )
+    DrainingServer(config, app.state.lifecycle, settings.shutdown_grace).run()
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -7,28 +7,39 @@ neighbours in length, within a padded-token budget (``max_batch_tokens``); for a
 (padding-free) model, padding costs nothing and batches are the oldest sequences up to
 the budget in real tokens. Each caller gets its rows back in its own order. The queue is
 bounded in tokens: a submit that does not fit is refused at once with ``Overloaded``,
-never left hanging.
+never left hanging. By default the bound is ``queue_seconds`` of work at the measured
+throughput, so a 429 means a real backlog, and its Retry-After comes from the same rate.
+
+Work nobody waits for is not computed: a request whose future was cancelled (its caller
+went away) or whose deadline passed is dropped when the next batch is cut. A worker
+survives any failure of a batch (the callers get the error) and ``alive`` tells whether
+every worker thread still runs.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from bridge.model.errors import Overloaded, ShuttingDown, TooLarge
+from bridge.model.errors import DeadlineExceeded, Overloaded, ShuttingDown, TooLarge
 
 log = logging.getLogger(__name__)
 
 ForwardFn = Callable[[list[list[int]]], np.ndarray]
 BatchObserver = Callable[[int, int, int, float], None]  # items, padded, real tokens, seconds
+DropObserver = Callable[[str, int], None]  # reason ("cancelled" or "deadline"), inputs
+
+# Until a full batch has been timed, the queue holds this (the measured rate then rules).
+UNMEASURED_QUEUE_TOKENS = 262144
 
 
 @dataclass
@@ -37,6 +48,16 @@ class _Request:
     rows: list[np.ndarray | None]
     remaining: int
     failed: bool = False
+    deadline: float | None = None  # time.monotonic() after which nobody waits for it
+
+    @property
+    def abandoned(self) -> str | None:
+        """Why nobody waits for this request any more (None: somebody does)."""
+        if self.future.cancelled():
+            return "cancelled"
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return "deadline"
+        return None
 
 
 @dataclass
@@ -111,6 +132,7 @@ class Batcher:
         on_idle: Callable[[], None] | None = None,
         packed: bool = False,
         min_share_tokens: int = 4096,
+        queue_seconds: float = 30.0,
     ) -> None:
         self.packed = packed
         self.min_share_tokens = min_share_tokens
@@ -119,8 +141,12 @@ class Batcher:
             raise ValueError("at least one forward function is needed")
         self._on_idle = on_idle
         self.max_batch_tokens = max_batch_tokens
-        self.max_queue_tokens = max_queue_tokens or max(16 * max_batch_tokens, 262144)
+        self.fixed_queue_tokens = max_queue_tokens  # None: queue_seconds of measured work
+        self.queue_seconds = queue_seconds
         self.observer = observer
+        self.drop_observer: DropObserver | None = None
+        self._earliest_deadline = float("inf")  # of anything pending: when to look again
+        self._cancel_seen = False  # a caller went away: look for its items at the next cut
         self._pending: list[_Item] = []  # sorted by length, or in arrival order if packed
         self._queued_tokens = 0
         self._seq_no = 0
@@ -147,8 +173,39 @@ class Batcher:
     def queued_tokens(self) -> int:
         return self._queued_tokens
 
-    def submit(self, seqs: list[list[int]]) -> Future:
-        """Queue the sequences of one request; the future yields an (n, native_dim) array."""
+    @property
+    def alive(self) -> bool:
+        """Every worker thread runs (False: the service cannot serve; restart it)."""
+        return all(t.is_alive() for t in self._threads) and not self._stopping
+
+    @property
+    def throughput(self) -> float:
+        """Measured tokens per second of all workers (0 until a full batch was timed)."""
+        return self._tokens_per_second * len(self._forwards)
+
+    @property
+    def max_queue_tokens(self) -> int:
+        """Tokens allowed to wait: the explicit limit, else ``queue_seconds`` of work at the
+        measured throughput (never below two full batches)."""
+        if self.fixed_queue_tokens:
+            return self.fixed_queue_tokens
+        if not self._tokens_per_second:
+            return max(16 * self.max_batch_tokens, UNMEASURED_QUEUE_TOKENS)
+        return max(2 * self.max_batch_tokens, int(self.throughput * self.queue_seconds))
+
+    def record_rate(self, tokens: int, seconds: float) -> None:
+        """Count a timed full batch (the start-up calibration, or a served one)."""
+        if seconds <= 0:
+            return
+        rate = tokens / seconds
+        previous = self._tokens_per_second
+        self._tokens_per_second = rate if not previous else 0.8 * previous + 0.2 * rate
+
+    def submit(self, seqs: list[list[int]], deadline: float | None = None) -> Future:
+        """Queue the sequences of one request; the future yields an (n, native_dim) array.
+
+        Cancel the future when nobody waits any more; ``deadline`` (``time.monotonic()``)
+        drops the request if no batch took it by then (``DeadlineExceeded``)."""
         future: Future = Future()
         if not seqs:
             future.set_result(np.zeros((0, 0), dtype=np.float32))
@@ -159,7 +216,8 @@ class Batcher:
                 f"request has {tokens} tokens, more than the queue holds "
                 f"({self.max_queue_tokens}); split it into smaller requests"
             )
-        request = _Request(future, [None] * len(seqs), len(seqs))
+        request = _Request(future, [None] * len(seqs), len(seqs), deadline=deadline)
+        future.add_done_callback(self._on_done)
         with self._cond:
             if self._stopping:
                 raise ShuttingDown("the embedding service is shutting down")
@@ -176,8 +234,40 @@ class Batcher:
                 else:
                     bisect.insort(self._pending, item, key=lambda it: it.length)
             self._queued_tokens += tokens
+            if deadline is not None:
+                self._earliest_deadline = min(self._earliest_deadline, deadline)
             self._cond.notify()
         return future
+
+    def _on_done(self, future: Future) -> None:
+        if future.cancelled():
+            self._cancel_seen = True  # read (and reset) under the lock by the next cut
+
+    def _drop_abandoned(self) -> None:
+        """Remove the pending items nobody waits for (called with the lock held)."""
+        now = time.monotonic()
+        if not self._cancel_seen and now <= self._earliest_deadline:
+            return
+        self._cancel_seen = False
+        keep: list[_Item] = []
+        dropped: dict[int, tuple[_Request, str]] = {}  # by id(): requests are unhashable
+        earliest = float("inf")
+        for item in self._pending:
+            why = item.request.abandoned
+            if why is None:
+                keep.append(item)
+                if item.request.deadline is not None:
+                    earliest = min(earliest, item.request.deadline)
+            else:
+                dropped[id(item.request)] = (item.request, why)
+                self._queued_tokens -= item.length
+        self._pending = keep
+        self._earliest_deadline = earliest
+        for request, why in dropped.values():
+            if why == "deadline":
+                self._fail(request, DeadlineExceeded("the request's deadline passed in the queue"))
+            if self.drop_observer:
+                self.drop_observer(why, len(request.rows))
 
     def _budget(self) -> int:
         """The token budget of the next batch. With several workers, a queue shorter than a
@@ -191,7 +281,8 @@ class Batcher:
         return budget
 
     def _retry_after(self) -> float:
-        rate = (self._tokens_per_second or 1000.0) * len(self._forwards)
+        """Seconds until the backlog is worked off at the measured rate."""
+        rate = self.throughput or 1000.0 * len(self._forwards)
         return max(1.0, round(self._queued_tokens / rate, 1))
 
     def close(self, timeout: float = 10.0) -> None:
@@ -207,8 +298,12 @@ class Batcher:
             self._busy -= 1
             if not self._pending and not self._busy and self._on_idle is not None:
                 self._on_idle()
-            while not self._pending and not self._stopping:
-                self._cond.wait()
+            while True:
+                self._drop_abandoned()
+                if self._pending or self._stopping:
+                    break
+                timeout = self._earliest_deadline - time.monotonic()
+                self._cond.wait(None if timeout == float("inf") else max(timeout, 0.001))
             if not self._pending:
                 return None
             take = take_packed if self.packed else take_batch
@@ -226,10 +321,15 @@ class Batcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._run_batch(batch, self._forwards[worker])
+            try:
+                self._run_batch(batch, self._forwards[worker])
+            except BaseException as exc:  # noqa: BLE001 - the worker must outlive any batch
+                log.exception("batch failed outside the forward pass; its callers get the error")
+                for it in batch:
+                    self._fail(it.request, exc)
 
     def _run_batch(self, batch: list[_Item], forward: ForwardFn) -> None:
-        live = [it for it in batch if not it.request.failed]
+        live = [it for it in batch if not it.request.failed and not it.request.future.done()]
         if not live:
             return
         started = time.perf_counter()
@@ -245,9 +345,8 @@ class Batcher:
             return
         seconds = time.perf_counter() - started
         real = sum(it.length for it in live)
-        if seconds > 0:
-            rate = real / seconds
-            self._tokens_per_second = 0.8 * self._tokens_per_second + 0.2 * rate
+        if real >= self.max_batch_tokens // 2:  # small batches understate the throughput
+            self.record_rate(real, seconds)
         if self.observer:
             padded = real if self.packed else padded_tokens([it.length for it in live])
             self.observer(len(live), padded, real, seconds)
@@ -280,10 +379,13 @@ class Batcher:
         request.rows[item.index] = row
         request.remaining -= 1
         if request.remaining == 0:
-            request.future.set_result(np.stack(request.rows))  # type: ignore[arg-type]
+            # the caller may have cancelled meanwhile: then nobody wants the rows
+            with contextlib.suppress(InvalidStateError):
+                request.future.set_result(np.stack(request.rows))  # type: ignore[arg-type]
 
     @staticmethod
     def _fail(request: _Request, exc: BaseException) -> None:
         if not request.failed:
             request.failed = True
-            request.future.set_exception(exc)
+            with contextlib.suppress(InvalidStateError):  # cancelled by its caller meanwhile
+                request.future.set_exception(exc)

@@ -80,6 +80,13 @@ class ShuttingDown(BridgeError):
     retry_after = 5.0
 
 
+class DeadlineExceeded(BridgeError):
+    """The client's deadline passed before its request reached the model."""
+
+    status = 504
+    code = "deadline_exceeded"
+
+
 class ModelSpecError(BridgeError):
     """The model cannot be found or its files do not describe an embedding model."""
 

@@ -29,7 +29,8 @@ class ServiceOptions:
     fused_kernels: bool = True  # Triton kernels in Qwen3's padding-free forward on CUDA
     max_batch_tokens: int | None = None  # None: GPU_BATCH_TOKENS on CUDA, CPU_BATCH_TOKENS on CPU
     max_input_tokens: int | None = None  # None: DEFAULT_MAX_INPUT_TOKENS, capped at the model's
-    max_queue_tokens: int | None = None  # None: chosen by the batcher
+    max_queue_tokens: int | None = None  # None: queue_seconds of work at the measured rate
+    queue_seconds: float = 30.0  # default queue bound, in seconds of work
     allow_truncation: bool = False
     tokenizer_threads: int = max(1, min(8, (os.cpu_count() or 2) // 2))
     revision: str | None = None

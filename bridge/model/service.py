@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ class EmbeddingService:
             observer=observer,
             on_idle=release_free_memory if on_cpu else None,
             packed=embedder.packed is not None,
+            queue_seconds=options.queue_seconds,
         )
         self._tokenizer_pool = ThreadPoolExecutor(
             max_workers=options.tokenizer_threads, thread_name_prefix="bridge-tokenize"
@@ -171,11 +173,15 @@ class EmbeddingService:
         instruction: str | None = None,
         truncate: bool = True,
         normalize: bool = True,
+        deadline: float | None = None,
     ) -> EmbedResult:
-        """Embed one request's inputs; ``normalize=False`` skips the model's L2 norm."""
+        """Embed one request's inputs; ``normalize=False`` skips the model's L2 norm;
+        ``deadline`` (``time.monotonic()``): drop it unembedded if still queued then."""
         dim = self.check_dimensions(dimensions)
         seqs = await self._prepare_in_pool(inputs, input_type, instruction, truncate)
-        pooled = await asyncio.wrap_future(self.batcher.submit(seqs))
+        # Cancelling this await (the client left) cancels the batcher's future: the
+        # request is then dropped from the queue instead of computed for nobody.
+        pooled = await asyncio.wrap_future(self.batcher.submit(seqs, deadline))
         vectors = finish_vectors(pooled, dim, self.profile.normalize and normalize)
         return EmbedResult(vectors, sum(len(s) for s in seqs))
 
@@ -213,8 +219,27 @@ class EmbeddingService:
                 embedder.capture_graphs()
         for embedder in self.embedders:
             embedder.forward(seqs)
+        self._calibrate(seqs[0][0])
         self.embed_sync(["warm-up"])
         self.ready = True
+
+    def _calibrate(self, token: int) -> None:
+        """Time one full batch, so the queue limit (seconds of work) and Retry-After start
+        from this machine's real throughput. The second run is timed: the first pays
+        one-off costs (allocator growth, kernel selection)."""
+        length = min(256, self.max_input_tokens)
+        batch = [[token] * length for _ in range(max(1, self.batcher.max_batch_tokens // length))]
+        embedder = self.embedders[0]
+        embedder.forward(batch)
+        started = time.perf_counter()
+        embedder.forward(batch)
+        self.batcher.record_rate(length * len(batch), time.perf_counter() - started)
+        log.info(
+            "measured %.0f tokens/s; queue limit %d tokens (%.0f s of work)",
+            self.batcher.throughput,
+            self.batcher.max_queue_tokens,
+            self.batcher.queue_seconds,
+        )
 
     def close(self) -> None:
         self.batcher.close()

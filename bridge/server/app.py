@@ -22,6 +22,7 @@ from bridge.server.errors import (
     error_responses,
     install_error_handlers,
 )
+from bridge.server.lifecycle import Lifecycle, unless_client_leaves
 from bridge.server.metrics import CONTENT_TYPE, Metrics
 from bridge.server.schemas import (
     EmbeddingRequest,
@@ -117,6 +118,27 @@ class LimitsAndMetrics:
         self.metrics.latency.labels(name).observe(time.perf_counter() - started)
 
 
+TIMEOUT_HEADER = "x-request-timeout"
+
+
+def _deadline(raw: str | None) -> float | None:
+    """``X-Request-Timeout: SECONDS`` (the client's own timeout) as a monotonic deadline."""
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 86400:
+        raise APIError(
+            400,
+            f"X-Request-Timeout must be a number of seconds above 0, not {raw!r}",
+            param="X-Request-Timeout",
+            code="invalid_timeout",
+        )
+    return time.monotonic() + seconds
+
+
 def _as_inputs(value: object, max_inputs: int) -> Sequence[str] | Sequence[Sequence[int]]:
     """Normalise the four accepted input shapes to a list of texts or of token lists."""
     if isinstance(value, str):
@@ -143,7 +165,14 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
     keys = KeyStore(settings.api_keys, settings.api_key_file)
     metrics = Metrics()
     batcher = service.batcher
-    metrics.track_queue(lambda: batcher.queued_items, lambda: batcher.queued_tokens)
+    metrics.track_queue(
+        lambda: batcher.queued_items,
+        lambda: batcher.queued_tokens,
+        lambda: batcher.max_queue_tokens,
+        lambda: float(batcher.alive),
+    )
+    batcher.drop_observer = metrics.observe_drop
+    lifecycle = Lifecycle()
     devices = [e.device for e in service.embedders if e.device.type == "cuda"]
     if devices:
         import torch
@@ -179,6 +208,7 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
     app.add_middleware(LimitsAndMetrics, max_bytes=settings.max_request_bytes, metrics=metrics)
     app.state.service = service
     app.state.metrics = metrics
+    app.state.lifecycle = lifecycle
 
     async def require_key(
         request: Request, authorization: str | None = Header(default=None)
@@ -201,6 +231,7 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
             )
 
     async def run(
+        request: Request,
         inputs: Sequence[str] | Sequence[Sequence[int]],
         dimensions: int | None,
         input_type: InputType,
@@ -208,8 +239,15 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         truncate: bool,
         normalize: bool = True,
     ) -> EmbedResult:
-        # Any BridgeError (bad input, overload, shutdown...) is answered by errors.py.
-        return await service.embed(inputs, dimensions, input_type, instruction, truncate, normalize)
+        """Embed for one HTTP request: refused while draining, dropped from the queue if the
+        client leaves or its ``X-Request-Timeout`` passes. Any BridgeError (bad input,
+        overload, shutdown...) is answered by errors.py."""
+        deadline = _deadline(request.headers.get(TIMEOUT_HEADER))
+        with lifecycle.request():
+            work = service.embed(
+                inputs, dimensions, input_type, instruction, truncate, normalize, deadline
+            )
+            return await unless_client_leaves(request, work)
 
     @app.post(
         "/v1/embeddings",
@@ -220,11 +258,11 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
             **error_responses(400, 401, 413, 429, 503),
         },
     )
-    async def embeddings(body: EmbeddingRequest) -> Response:
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
         """Embed texts or token-id lists; `data` comes back in input order."""
         inputs = _as_inputs(body.input, settings.max_inputs_per_request)
         result = await run(
-            inputs, body.dimensions, body.input_type, body.instruction, body.truncate
+            request, inputs, body.dimensions, body.input_type, body.instruction, body.truncate
         )
         vectors = result.vectors
         if body.encoding_format == "base64":
@@ -248,10 +286,11 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
             **error_responses(400, 401, 413, 429, 503),
         },
     )
-    async def embed(body: TEIEmbedRequest) -> Response:
+    async def embed(body: TEIEmbedRequest, request: Request) -> Response:
         """Text-embeddings-inference shape: `{"inputs": ...}` answers `[[...], ...]`."""
         inputs = _as_inputs(body.inputs, settings.max_inputs_per_request)
         result = await run(
+            request,
             inputs,
             body.dimensions,
             body.input_type,
@@ -293,10 +332,16 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
             raise APIError(404, f"model {model_id!r} is not served here", param="model")
         return card()
 
-    @app.get("/health", tags=["ops"])
-    async def health() -> Health:
-        """The process is alive."""
-        return Health(status="ok")
+    @app.get(
+        "/health",
+        tags=["ops"],
+        responses={503: {"model": Health, "description": "A model worker died: restart"}},
+    )
+    async def health() -> Response:
+        """The process can serve: 503 when a model worker thread has died."""
+        if batcher.alive or lifecycle.draining:
+            return _json({"status": "ok"})
+        return _json({"status": "worker_dead"}, status=503)
 
     @app.get(
         "/ready",
@@ -307,8 +352,9 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         },
     )
     async def ready() -> Response:
-        """200 once a real forward pass has succeeded, 503 before."""
-        if service.ready:
+        """200 once a real forward pass has succeeded; 503 before, while draining, or when a
+        model worker has died."""
+        if service.ready and batcher.alive and not lifecycle.draining:
             return _json({"ready": True, "model": model_name})
         return _json({"ready": False, "model": model_name}, status=503)
 

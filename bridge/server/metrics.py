@@ -64,6 +64,23 @@ class Metrics:
         self.queue_tokens = Gauge(
             "bridge_queue_tokens", "Tokens waiting for the model.", registry=self.registry
         )
+        self.queue_limit = Gauge(
+            "bridge_queue_limit_tokens",
+            "Tokens allowed to wait before 429 (queue seconds x measured throughput).",
+            registry=self.registry,
+        )
+        self.dropped = Counter(
+            "bridge_dropped_inputs_total",
+            "Queued inputs dropped unembedded: their client left (cancelled) or their "
+            "deadline passed (deadline).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.workers_alive = Gauge(
+            "bridge_workers_alive",
+            "1 while every batcher worker runs, 0 when one died (the process must restart).",
+            registry=self.registry,
+        )
         self.gpu_memory = Gauge(
             "bridge_gpu_memory_bytes",
             "GPU memory held by the model process (allocated and reserved).",
@@ -77,9 +94,20 @@ class Metrics:
         self.batch_seconds.observe(seconds)
         self.tokens.inc(real)
 
-    def track_queue(self, items: Callable[[], float], tokens: Callable[[], float]) -> None:
+    def observe_drop(self, reason: str, inputs: int) -> None:
+        self.dropped.labels(reason).inc(inputs)
+
+    def track_queue(
+        self,
+        items: Callable[[], float],
+        tokens: Callable[[], float],
+        limit: Callable[[], float],
+        alive: Callable[[], float],
+    ) -> None:
         self.queue_depth.set_function(items)
         self.queue_tokens.set_function(tokens)
+        self.queue_limit.set_function(limit)
+        self.workers_alive.set_function(alive)
 
     def track_gpu(self, allocated: Callable[[], float], reserved: Callable[[], float]) -> None:
         self.gpu_memory.labels("allocated").set_function(allocated)

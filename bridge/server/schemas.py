@@ -83,7 +83,7 @@ class ModelList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "worker_dead"]
 
 
 class Readiness(BaseModel):

@@ -12,3 +12,4 @@ class ServerSettings:
     max_inputs_per_request: int = 2048
     max_request_bytes: int = 16 * 1024 * 1024
     served_model_name: str | None = None
+    shutdown_grace: float = 30.0  # seconds a SIGTERM waits for in-flight work
