@@ -41,6 +41,7 @@ class ServiceOptions:
     compile: bool = False
     cuda_graphs: bool = True  # replay captured graphs for small batches on CUDA
     fused_kernels: bool = True  # Triton kernels in Qwen3's padding-free forward on CUDA
+    quantize: str = "none"  # "fp8": FP8 linear layers (GPUs of compute capability 8.9+)
     max_batch_tokens: int | None = None  # None: chosen by device (default_batch_tokens)
     max_input_tokens: int | None = None  # None: 8192, capped at the model's limit
     max_queue_tokens: int | None = None
@@ -99,7 +100,14 @@ class EmbeddingService:
     ) -> EmbeddingService:
         profile = load_profile(options.model, options.revision)
         embedders = [
-            Embedder.load(profile, device, options.dtype, options.compile, options.fused_kernels)
+            Embedder.load(
+                profile,
+                device,
+                options.dtype,
+                options.compile,
+                options.fused_kernels,
+                options.quantize,
+            )
             for device in pick_devices(options.device)
         ]
         return cls(embedders, options, observer)
