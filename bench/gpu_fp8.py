@@ -8,8 +8,9 @@
    function's or class's one-line summary; its one relevant document: the rest of that
    docstring; every other body is a distractor), fp8 against bf16 (goal: within 0.005),
    and the cosine of each text's fp8 vector to its bf16 vector (goal: >= 0.99).
-3. The Qwen3-Embedding-4B architecture (random weights, as bench/gpu.py builds it): the
-   cosine of fp8 to bf16 over mixed texts, and forward times of both.
+3. The Qwen3-Embedding-4B architecture (random weights, as bench/gpu.py builds it; real
+   weights with --qwen3 DIR): the cosine of fp8 to bf16 over mixed texts, and forward
+   times of both.
 """
 
 from __future__ import annotations
@@ -179,6 +180,9 @@ def main() -> None:
         "--minilm", default="minilm", help="MiniLM's directory (default: the package's)."
     )
     parser.add_argument("--texts", type=int, default=256, help="Mixed texts for the 4B cosine.")
+    parser.add_argument(
+        "--qwen3", type=Path, default=None, help="Real Qwen3 weights; default: the 4B architecture."
+    )
     parser.add_argument("--build-dir", type=Path, default=Path("/tmp/qwen3-4b-random"))
     parser.add_argument("--layers", type=int, default=None, help="Fewer layers for a smoke run.")
     parser.add_argument("--out", type=Path, default=Path("bench/results/gpu_fp8.json"))
@@ -199,7 +203,8 @@ def main() -> None:
     save()
     result["minilm"] = minilm_gate(args.minilm, docstring_pairs(args.pairs))
     save()
-    result["qwen3_4b"] = qwen3_4b_gate(build_model_dir(args.build_dir, args.layers), args.texts)
+    qwen3 = args.qwen3 or build_model_dir(args.build_dir, args.layers)
+    result["qwen3_4b"] = qwen3_4b_gate(qwen3, args.texts)
     save()
     print(json.dumps(result, indent=1))
 
