@@ -117,3 +117,16 @@ def test_float_reference_of_the_gemm_equals_dequantized_math():
     xq, xs = fp8.quantize_rows(x)
     want = F.linear(xq.float() * xs, weight.weight.float() * weight.scale[:, None])
     assert torch.allclose(weight(x).float(), want, rtol=1e-2, atol=1e-2)
+
+
+def test_serve_refuses_fp8_on_cpu_before_loading(monkeypatch):
+    from click.testing import CliRunner
+
+    from bridge.cli import main
+
+    monkeypatch.setenv("BRIDGE_QUANTIZE", "fp8")
+    result = CliRunner().invoke(main, ["serve", "--model", "minilm", "--device", "cpu"])
+    assert result.exit_code != 0
+    assert "FP8 tensor cores" in result.output and "without --quantize" in result.output
+    result = CliRunner().invoke(main, ["serve", "--quantize", "int8", "--device", "cpu"])
+    assert result.exit_code == 2 and "'none', 'fp8'" in result.output
