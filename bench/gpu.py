@@ -346,6 +346,55 @@ def scaling(serve, one_gpu, mixed, mixed_tokens, fixed, fixed_tokens, args) -> d
     return out
 
 
+def measure(service, workloads: dict, args, quantize: str) -> dict:
+    """One server configuration: in-process and over HTTP on each workload, then latency."""
+    out: dict = {}
+    from bridge.model.fp8 import Fp8Linear
+
+    model = service.embedder.model
+    params = sum(p.numel() for p in model.parameters())  # FP8 weights are not parameters
+    params += sum(m.fp8.weight.numel() for m in model.modules() if isinstance(m, Fp8Linear))
+    gemm_params = params - QWEN3_4B["vocab_size"] * QWEN3_4B["hidden_size"]
+    out["graphs_vs_eager_cosine_min"] = graph_check(service)
+    for name, (texts, tokens) in workloads.items():
+        r = run_ours_inprocess(service, texts)
+        r["tokens_per_s"] = tokens / r["seconds"]
+        r["tflops"] = 2 * gemm_params * tokens / r["seconds"] / 1e12
+        out[f"inprocess_{name}"] = r
+        print(f"[{quantize}] in-process {name}: {r['tokens_per_s']:.0f} tok/s", flush=True)
+    server, url = start_http(service)
+    for name in ("mixed", "long"):
+        texts, tokens = workloads[name]
+        r = in_client_process(run_http, url, texts, args.clients, 32)
+        r["tokens_per_s"] = tokens / r["seconds"]
+        out[f"http_{name}"] = r
+        print(f"[{quantize}] over HTTP {name}: {r['tokens_per_s']:.0f} tok/s", flush=True)
+    short = [[t] for t in texts_of_lengths([16] * 50, seed=4)]
+    ten = [texts_of_lengths([128] * 10, seed=5 + i) for i in range(20)]
+    out["latency_one_query_16"] = in_client_process(latency, url, short, 200)
+    out["latency_10x128"] = in_client_process(latency, url, ten, 200)
+    print(f"[{quantize}] latency 1x16: {out['latency_one_query_16']}", flush=True)
+    print(f"[{quantize}] latency 10x128: {out['latency_10x128']}", flush=True)
+    if args.eager_latency and service.embedder.graphs is not None:
+        graphs, service.embedder.graphs = service.embedder.graphs, None
+        out["latency_one_query_16_eager"] = in_client_process(latency, url, short, 200)
+        out["latency_10x128_eager"] = in_client_process(latency, url, ten, 200)
+        service.embedder.graphs = graphs
+    server.should_exit = True
+    longest = texts_of_lengths([service.max_input_tokens] * 4, seed=9)
+    torch.cuda.reset_peak_memory_stats()
+    service.embed_sync(longest)
+    out["longest_input_tokens"] = service.max_input_tokens
+    out["longest_input_peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
+    return out
+
+
+def long_lengths(n: int, seed: int = 21) -> list[int]:
+    """Longer texts: log-normal, median ~200 tokens, 8 to 2,048."""
+    rng = random.Random(seed)
+    return [int(min(2048, max(8, rng.lognormvariate(math.log(200), 0.9)))) for _ in range(n)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -353,11 +402,21 @@ def main() -> None:
     )
     parser.add_argument("--build-dir", type=Path, default=Path("/tmp/qwen3-4b-random"))
     parser.add_argument("--layers", type=int, default=None, help="Fewer layers for a smoke run.")
-    parser.add_argument("--texts", type=int, default=4096)
+    parser.add_argument("--texts", type=int, default=4096, help="Mixed texts (median 120).")
+    parser.add_argument("--long-texts", type=int, default=3000, help="Long texts (median 200).")
     parser.add_argument("--fixed", type=int, default=1024, help="Texts of exactly 512 tokens.")
     parser.add_argument("--max-batch-tokens", type=int, default=32768)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--quantize", default="none,fp8", help="Server precisions to measure, in order."
+    )
     parser.add_argument("--skip-st", action="store_true")
+    parser.add_argument(
+        "--reference", action="store_true", help="Also check cosines against transformers."
+    )
+    parser.add_argument(
+        "--eager-latency", action="store_true", help="Also time latency with graphs set aside."
+    )
     parser.add_argument("--compile", action="store_true", help="Serve with torch.compile.")
     parser.add_argument(
         "--no-cuda-graphs", action="store_true", help="Serve without CUDA graphs for small batches."
@@ -370,23 +429,21 @@ def main() -> None:
         action="store_true",
         help="Also serve on every visible GPU (one worker each) and compare with one GPU.",
     )
-    parser.add_argument(
-        "--sweep-budgets", default="", help="Also time in-process mixed at these token budgets."
-    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/gpu.json"))
     args = parser.parse_args()
+
+    import transformers
 
     from bridge.model.service import EmbeddingService, ServiceOptions
 
     result: dict = {
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "host_cpu": host_cpu(),  # latency over HTTP depends on it (Python, tokenizer)
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "clients": args.clients,
     }
-    import transformers
-
-    result["transformers"] = transformers.__version__
-    result["host_cpu"] = host_cpu()  # latency over HTTP depends on it (Python, tokenizer)
 
     def save() -> None:  # after every phase: a run cut short still leaves its numbers
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -397,17 +454,19 @@ def main() -> None:
     model_dir = Path(args.model) if args.model else build_model_dir(args.build_dir, args.layers)
 
     mixed = texts_of_lengths(mixed_lengths(args.texts), seed=2)
+    long = texts_of_lengths(long_lengths(args.long_texts), seed=22)
     fixed = texts_of_lengths([512] * args.fixed, seed=3)
-    mixed_tokens = sum(len(t.split()) + 1 for t in mixed)
-    fixed_tokens = 512 * len(fixed)
-    result["workloads"] = {"mixed_tokens": mixed_tokens, "fixed_tokens": fixed_tokens}
+    workloads = {
+        name: (texts, sum(len(t.split()) + 1 for t in texts))
+        for name, texts in (("mixed", mixed), ("long", long), ("fixed512", fixed))
+    }
+    result["workloads"] = {
+        name: {"texts": len(t), "tokens": n} for name, (t, n) in workloads.items()
+    }
 
     if not args.skip_st:
-        for name, texts, tokens in (
-            ("mixed", mixed, mixed_tokens),
-            ("fixed512", fixed, fixed_tokens),
-        ):
-            for bs in (32, 128):
+        for name, (texts, tokens) in workloads.items():
+            for bs in (32, 128) if name == "mixed" else (128,):
                 r = run_st(model_dir, texts, bs)
                 gc.collect()
                 torch.cuda.empty_cache()
@@ -417,8 +476,9 @@ def main() -> None:
                     f"sentence-transformers {name} bs{bs}: {r['tokens_per_s']:.0f} tok/s",
                     flush=True,
                 )
+        save()
 
-    def serve(device: str):
+    def serve(device: str, quantize: str):
         return EmbeddingService.from_options(
             ServiceOptions(
                 model=str(model_dir),
@@ -428,6 +488,7 @@ def main() -> None:
                 compile=args.compile,
                 cuda_graphs=not args.no_cuda_graphs,
                 fused_kernels=not args.no_fused_kernels,
+                quantize=quantize,
             ),
             observer=BATCHES,
         )
@@ -435,92 +496,56 @@ def main() -> None:
     result["gpus_visible"] = torch.cuda.device_count()
     result["cuda_graphs"] = not args.no_cuda_graphs
     result["fused_kernels"] = not args.no_fused_kernels
-    service = serve("cuda:0")
-    started = time.perf_counter()
-    service.warm_up()
     result["compile"] = args.compile
-    result["warm_up_seconds"] = time.perf_counter() - started
-    print(f"warm-up {result['warm_up_seconds']:.0f} s (compile={args.compile})", flush=True)
-    save()
-    params = sum(p.numel() for p in service.embedder.model.parameters())
-    result["parameters"] = params
-    result["cosine_min"] = reference_check(model_dir, service, mixed[:64])
-    result["cosine_min"]["graphs_vs_eager"] = graph_check(service)
-    print(f"cosines: {result['cosine_min']}", flush=True)
-    save()
-    for name, texts, tokens in (("mixed", mixed, mixed_tokens), ("fixed512", fixed, fixed_tokens)):
-        r = run_ours_inprocess(service, texts)
-        r["tokens_per_s"] = tokens / r["seconds"]
-        flops = 2 * (params - QWEN3_4B["vocab_size"] * QWEN3_4B["hidden_size"]) * tokens
-        r["tflops"] = flops / r["seconds"] / 1e12
-        result[f"ours_inprocess_{name}"] = r
-        print(f"ours in-process {name}: {r['tokens_per_s']:.0f} tok/s", flush=True)
+    result["modes"] = {}
+    service = None
+    for quantize in args.quantize.split(","):
+        label = "bf16" if quantize == "none" else quantize
+        service = serve("cuda:0", quantize)
+        started = time.perf_counter()
+        service.warm_up()
+        mode: dict = {"warm_up_seconds": time.perf_counter() - started}
+        print(f"[{label}] warm-up {mode['warm_up_seconds']:.0f} s", flush=True)
+        if args.reference and quantize == "none":
+            mode["cosine_min"] = reference_check(model_dir, service, mixed[:64])
+        mode["weights_gpu_bytes"] = torch.cuda.memory_allocated()
+        result["modes"][label] = mode
+        mode.update(measure(service, workloads, args, label))
+        st = {name: result.get(f"st_{name}_bs128", {}).get("tokens_per_s") for name in workloads}
+        for name in ("mixed", "long"):
+            if st[name]:
+                mode[f"ratio_inprocess_vs_st128_{name}"] = (
+                    mode[f"inprocess_{name}"]["tokens_per_s"] / st[name]
+                )
+                mode[f"ratio_http_vs_st128_{name}"] = (
+                    mode[f"http_{name}"]["tokens_per_s"] / st[name]
+                )
+        mode["fixed512_fraction_of_bf16_gemm"] = (
+            mode["inprocess_fixed512"]["tflops"] / result["gemm_bf16_tflops"]
+        )
         save()
+        if quantize != args.quantize.split(",")[-1]:
+            service.close()
+            service = None
+            gc.collect()
+            torch.cuda.empty_cache()
 
-    sweep = {}
-    for budget in [int(b) for b in args.sweep_budgets.split(",") if b]:
-        service.batcher.max_batch_tokens = budget
-        r = run_ours_inprocess(service, mixed)
-        sweep[budget] = {"tokens_per_s": mixed_tokens / r["seconds"], "peak": r["peak_gpu_bytes"]}
-        print(f"budget {budget}: {sweep[budget]['tokens_per_s']:.0f} tok/s", flush=True)
-    service.batcher.max_batch_tokens = args.max_batch_tokens
-    if sweep:
-        result["budget_sweep_mixed"] = sweep
-
-    server, url = start_http(service)
-    r = in_client_process(run_http, url, mixed, args.clients, 32)
-    r["tokens_per_s"] = mixed_tokens / r["seconds"]
-    result["ours_http_mixed"] = r
-    print(f"ours over HTTP mixed: {r['tokens_per_s']:.0f} tok/s", flush=True)
-    save()
-    short = [[t] for t in texts_of_lengths([16] * 50, seed=4)]
-    ten = [texts_of_lengths([128] * 10, seed=5 + i) for i in range(20)]
-    result["latency_one_query_16"] = in_client_process(latency, url, short, 200)
-    result["latency_10x128"] = in_client_process(latency, url, ten, 200)
-    print(f"latency 1x16: {result['latency_one_query_16']}", flush=True)
-    print(f"latency 10x128: {result['latency_10x128']}", flush=True)
-    save()
-    if service.embedder.graphs is not None:  # the same server with the graphs set aside
-        graphs, service.embedder.graphs = service.embedder.graphs, None
-        result["latency_one_query_16_eager"] = in_client_process(latency, url, short, 200)
-        result["latency_10x128_eager"] = in_client_process(latency, url, ten, 200)
-        service.embedder.graphs = graphs
-        print(f"eager latency 1x16: {result['latency_one_query_16_eager']}", flush=True)
-        print(f"eager latency 10x128: {result['latency_10x128_eager']}", flush=True)
-    longest = texts_of_lengths([service.max_input_tokens] * 4, seed=9)
-    torch.cuda.reset_peak_memory_stats()
-    service.embed_sync(longest)
-    result["longest_input_tokens"] = service.max_input_tokens
-    result["longest_input_peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
-    server.should_exit = True
-
-    if "st_mixed_bs128" in result:
-        result["ratio_inprocess_vs_st128_mixed"] = (
-            result["ours_inprocess_mixed"]["tokens_per_s"]
-            / result["st_mixed_bs128"]["tokens_per_s"]
-        )
-        result["ratio_http_vs_st128_mixed"] = (
-            result["ours_http_mixed"]["tokens_per_s"] / result["st_mixed_bs128"]["tokens_per_s"]
-        )
-    result["fixed512_fraction_of_gemm"] = (
-        result["ours_inprocess_fixed512"]["tflops"] / result["gemm_bf16_tflops"]
-    )
-    if args.scaling and torch.cuda.device_count() > 1:
-        sc = scaling(serve, service, mixed, mixed_tokens, fixed, fixed_tokens, args)
+    if args.scaling and torch.cuda.device_count() > 1 and service is not None:
+        one = result["modes"][list(result["modes"])[-1]]
+        sc = scaling(
+            lambda device: serve(device, args.quantize.split(",")[-1]),
+            service, mixed, workloads["mixed"][1], fixed, workloads["fixed512"][1], args,
+        )  # fmt: skip
         sc["inprocess_mixed_speedup"] = (
-            sc["inprocess_mixed_tokens_per_s"] / result["ours_inprocess_mixed"]["tokens_per_s"]
+            sc["inprocess_mixed_tokens_per_s"] / one["inprocess_mixed"]["tokens_per_s"]
         )
         sc["inprocess_fixed512_speedup"] = (
-            sc["inprocess_fixed512_tokens_per_s"]
-            / result["ours_inprocess_fixed512"]["tokens_per_s"]
+            sc["inprocess_fixed512_tokens_per_s"] / one["inprocess_fixed512"]["tokens_per_s"]
         )
-        sc["http_mixed_speedup"] = (
-            sc["http_mixed_tokens_per_s"] / result["ours_http_mixed"]["tokens_per_s"]
-        )
+        sc["http_mixed_speedup"] = sc["http_mixed_tokens_per_s"] / one["http_mixed"]["tokens_per_s"]
         result["scaling"] = sc
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=1))
+    save()
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

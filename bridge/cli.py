@@ -159,6 +159,15 @@ def main() -> None:
     "RMSNorm, q/k norm + rotary, SiLU·mul) as fused Triton kernels.",
 )
 @click.option(
+    "--quantize",
+    envvar="BRIDGE_QUANTIZE",
+    type=click.Choice(["none", "fp8"]),
+    default=default_of(ServiceOptions, "quantize"),
+    show_default=True,
+    help="fp8: FP8 linear layers (per-channel weight and per-token activation scales) on "
+    "GPUs of compute capability 8.9+ (L4, L40S, H100, H200); refused elsewhere.",
+)
+@click.option(
     "--allow-truncation",
     envvar="BRIDGE_ALLOW_TRUNCATION",
     is_flag=True,
@@ -211,6 +220,7 @@ def serve(**opts) -> None:
         compile=opts["compile_model"],
         cuda_graphs=opts["cuda_graphs"],
         fused_kernels=opts["fused_kernels"],
+        quantize=opts["quantize"],
     )
     try:
         service = EmbeddingService.from_options(options)

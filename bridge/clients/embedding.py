@@ -1,9 +1,14 @@
-"""Client of the bridge's embedding service: retries, and fail-over across several URLs."""
+"""Client of the bridge's embedding service: requests spread over several URLs by least
+outstanding requests, fail-over to the others, and retries."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import itertools
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -22,8 +27,52 @@ class ModelInfo:
     max_input_tokens: int
 
 
+FAILED_URL_COOLDOWN_SECONDS = 5.0  # a URL that just failed is tried after the others
+
+
+class UrlBalancer:
+    """Orders URLs for each request: fewest requests in flight first (from every thread
+    sharing the client), URLs that failed in the last few seconds last, ties in turn."""
+
+    def __init__(self, count: int, cooldown: float = FAILED_URL_COOLDOWN_SECONDS) -> None:
+        self.outstanding = [0] * count
+        self.failed_at = [float("-inf")] * count
+        self.cooldown = cooldown
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+
+    def order(self) -> list[int]:
+        now = time.monotonic()
+        with self._lock:
+            start = next(self._turn) % len(self.outstanding)
+            return sorted(
+                range(len(self.outstanding)),
+                key=lambda i: (
+                    now - self.failed_at[i] < self.cooldown,
+                    self.outstanding[i],
+                    (i - start) % len(self.outstanding),
+                ),
+            )
+
+    @contextmanager
+    def in_flight(self, index: int) -> Iterator[None]:
+        with self._lock:
+            self.outstanding[index] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.outstanding[index] -= 1
+
+    def failed(self, index: int) -> None:
+        with self._lock:
+            self.failed_at[index] = time.monotonic()
+
+
 class EmbeddingClient:
-    """Embeds texts through one of ``urls`` (the next one is tried when one fails)."""
+    """Embeds texts through ``urls``: each request goes to the URL with the fewest
+    requests in flight (several replicas behind no load balancer share the load), and to
+    the next one when it fails. Safe to share between threads."""
 
     def __init__(
         self,
@@ -39,7 +88,7 @@ class EmbeddingClient:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(timeout=timeout, headers=headers)
         self.retry_for = retry_for
-        self._current = 0
+        self.balancer = UrlBalancer(len(self.urls))
 
     def close(self) -> None:
         self._http.close()
@@ -58,20 +107,21 @@ class EmbeddingClient:
             errors.clear()
             last: httpx.Response | None = None
             failure: httpx.TransportError | None = None
-            for offset in range(len(self.urls)):
-                index = (self._current + offset) % len(self.urls)
+            for index in self.balancer.order():
                 url = self.urls[index].rstrip("/") + path
                 try:
-                    response = self._http.request(method, url, json=body)
+                    with self.balancer.in_flight(index):
+                        response = self._http.request(method, url, json=body)
                 except httpx.TransportError as exc:
                     errors.append(f"{url}: {exc.__class__.__name__}: {exc}")
                     failure = exc
+                    self.balancer.failed(index)
                     continue
                 if response.status_code >= 500 or response.status_code == 429:
                     errors.append(f"{url}: HTTP {response.status_code}")
                     last = response
+                    self.balancer.failed(index)
                     continue  # the next URL may be healthy
-                self._current = index
                 return response
             if last is not None:
                 return last

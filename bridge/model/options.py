@@ -27,6 +27,7 @@ class ServiceOptions:
     compile: bool = False
     cuda_graphs: bool = True  # replay captured graphs for small batches on CUDA
     fused_kernels: bool = True  # Triton kernels in Qwen3's padding-free forward on CUDA
+    quantize: str = "none"  # "fp8": FP8 linear layers (GPUs of compute capability 8.9+)
     max_batch_tokens: int | None = None  # None: GPU_BATCH_TOKENS on CUDA, CPU_BATCH_TOKENS on CPU
     max_input_tokens: int | None = None  # None: DEFAULT_MAX_INPUT_TOKENS, capped at the model's
     max_queue_tokens: int | None = None  # None: queue_seconds of work at the measured rate

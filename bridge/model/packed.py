@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from bridge.model.errors import Unsupported
+from bridge.model.fp8 import Fp8Weight, linear
 from bridge.model.kernels import Ops
 
 
@@ -107,13 +108,13 @@ def attention(
 @dataclass
 class _Layer:
     norm_in: torch.Tensor
-    qkv: torch.Tensor  # (q + k + v rows, hidden)
+    qkv: torch.Tensor | Fp8Weight  # (q + k + v rows, hidden); FP8 with --quantize fp8
     q_norm: torch.Tensor
     k_norm: torch.Tensor
-    o: torch.Tensor
+    o: torch.Tensor | Fp8Weight
     norm_post: torch.Tensor
-    gate_up: torch.Tensor  # (2 * intermediate, hidden)
-    down: torch.Tensor
+    gate_up: torch.Tensor | Fp8Weight  # (2 * intermediate, hidden)
+    down: torch.Tensor | Fp8Weight
 
 
 def _fuse_rows(first: torch.nn.Linear, *rest: torch.nn.Linear) -> torch.Tensor:
@@ -176,7 +177,7 @@ class PackedQwen3:
         x = ops.rms_norm(h, self.layers[0].norm_in, eps)
         pooled = b.last.shape[0]
         for i, layer in enumerate(self.layers):
-            qkv = F.linear(x, layer.qkv)
+            qkv = linear(x, layer.qkv)
             norms = (layer.q_norm, layer.k_norm)
             if i < len(self.layers) - 1:  # q and k heads normed and rotated in one pass
                 qk = ops.norm_rope(
@@ -199,8 +200,8 @@ class PackedQwen3:
                 max_q, causal = 1, False
             v = qkv[:, nq + nk :].view(-1, self.kv_heads, d)
             out = attention(q, k, v, cu_q, b.cu_seqlens, max_q, b.max_len, causal)
-            h, x = ops.add_rms_norm(F.linear(out.view(-1, nq), layer.o), h, layer.norm_post, eps)
-            down = F.linear(ops.silu_mul(F.linear(x, layer.gate_up)), layer.down)
+            h, x = ops.add_rms_norm(linear(out.view(-1, nq), layer.o), h, layer.norm_post, eps)
+            down = linear(ops.silu_mul(linear(x, layer.gate_up)), layer.down)
             following = self.layers[i + 1].norm_in if i + 1 < len(self.layers) else self.final_norm
             h, x = ops.add_rms_norm(down, h, following, eps)
         return x.float()

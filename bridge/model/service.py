@@ -90,7 +90,14 @@ class EmbeddingService:
     ) -> EmbeddingService:
         profile = load_profile(options.model, options.revision)
         embedders = [
-            Embedder.load(profile, device, options.dtype, options.compile, options.fused_kernels)
+            Embedder.load(
+                profile,
+                device,
+                options.dtype,
+                options.compile,
+                options.fused_kernels,
+                options.quantize,
+            )
             for device in pick_devices(options.device)
         ]
         return cls(embedders, options, observer)

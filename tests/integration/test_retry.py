@@ -71,7 +71,7 @@ def test_embedding_client_fails_over_to_a_live_server(qwen3_server):
     dead = f"http://127.0.0.1:{free_port()}"
     with EmbeddingClient([dead, qwen3_server.url], retry_for=0) as client:
         assert client.embed(["fail over"]).shape[0] == 1
-        assert client._current == 1  # the live one is tried first from now on
+        assert client.balancer.order()[0] == 1  # the live one is tried first from now on
     with EmbeddingClient([dead], retry_for=0) as client, pytest.raises(ClientError) as err:
         client.embed(["nobody home"])
     assert "no embedding service answered" in str(err.value) and dead in str(err.value)

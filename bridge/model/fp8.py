@@ -1,0 +1,248 @@
+"""FP8 (e4m3) linear layers for GPUs with FP8 tensor cores (compute capability 8.9+).
+
+Weights are quantized once, one scale per output channel; activations are quantized on
+the fly, one scale per token (row), and the GEMM is ``torch._scaled_mm`` with those row
+and column scales, writing bf16. Everything that is not a linear layer stays bf16.
+
+``quantize_modules`` swaps every suitable ``nn.Linear`` of any model for ``Fp8Linear``;
+``quantize_packed`` does the same for the fused weights of the padding-free Qwen3 forward
+(q/k/v and gate/up are one GEMM each there, so one scale set covers each fused weight).
+The quantize step is one Triton kernel on CUDA (torch ops elsewhere), so it is also
+captured by the CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bridge.model.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = float(torch.finfo(FP8).max)  # 448
+MIN_SCALE = 1e-12  # an all-zero row quantizes to zeros instead of dividing by zero
+QUANTIZE_CHOICES = ("none", "fp8")
+FP8_CAPABILITY = (8, 9)  # Ada and Hopper
+
+
+class QuantizeError(DeviceError):
+    """FP8 was asked for where it cannot run."""
+
+
+def check_fp8_device(device: torch.device) -> None:
+    """Refuse devices without FP8 tensor cores, saying what to do instead."""
+    if device.type != "cuda":
+        raise QuantizeError(
+            f"--quantize fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability "
+            f"8.9+, e.g. L4, L40S, H100, H200); the device is {device}. Start without "
+            "--quantize (or BRIDGE_QUANTIZE=none) to serve in the default precision."
+        )
+    capability = torch.cuda.get_device_capability(device)
+    if capability < FP8_CAPABILITY:
+        name = torch.cuda.get_device_name(device)
+        raise QuantizeError(
+            f"--quantize fp8 needs compute capability 8.9+ (Ada, Hopper); {name} on {device} "
+            f"is {capability[0]}.{capability[1]}. Start without --quantize to serve in bf16."
+        )
+
+
+def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp8 weight (out, in), float32 scale (out,)): one scale per output channel, so
+    ``weight ≈ fp8.float() * scale[:, None]``."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / FP8_MAX).clamp(min=MIN_SCALE)
+    q = (w / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+    return q, scale
+
+
+def quantize_rows_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp8 rows, float32 scale (rows, 1)) of a 2-D tensor with torch ops: one dynamic
+    scale per token."""
+    xf = x.float()
+    scale = (xf.abs().amax(dim=1, keepdim=True) / FP8_MAX).clamp(min=MIN_SCALE)
+    return (xf / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+
+
+def _triton_quantize_rows():
+    """The Triton kernel of ``quantize_rows`` (built on first use on CUDA)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def kernel(x_ptr, q_ptr, s_ptr, cols, stride, fp8_max, min_scale, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        offs = tl.arange(0, BLOCK)
+        mask = offs < cols
+        x = tl.load(x_ptr + row * stride + offs, mask=mask, other=0.0).to(tl.float32)
+        scale = tl.maximum(tl.max(tl.abs(x), axis=0) / fp8_max, min_scale)
+        q = tl.clamp(x / scale, -fp8_max, fp8_max)
+        tl.store(q_ptr + row * cols + offs, q.to(q_ptr.dtype.element_ty), mask=mask)
+        tl.store(s_ptr + row, scale)
+
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, cols = x.shape
+        q = torch.empty((rows, cols), dtype=FP8, device=x.device)
+        scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
+        if rows:
+            block = triton.next_power_of_2(cols)
+            warps = 4 if block <= 2048 else 8 if block <= 8192 else 16
+            kernel[(rows,)](
+                x, q, scale, cols, x.stride(0), FP8_MAX, MIN_SCALE, BLOCK=block, num_warps=warps
+            )
+        return q, scale
+
+    return run
+
+
+_QUANTIZE_ROWS_CUDA = None
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token quantization of a 2-D tensor whose rows are contiguous."""
+    global _QUANTIZE_ROWS_CUDA
+    if not x.is_cuda:
+        return quantize_rows_reference(x)
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    if _QUANTIZE_ROWS_CUDA is None:
+        _QUANTIZE_ROWS_CUDA = _triton_quantize_rows()
+    return _QUANTIZE_ROWS_CUDA(x)
+
+
+@dataclass
+class Fp8Weight:
+    """A linear layer's weight in FP8: ``weight`` (out, in) and per-channel ``scale``."""
+
+    weight: torch.Tensor  # float8_e4m3fn, (out, in), row-major
+    scale: torch.Tensor  # float32, (out,)
+    bias: torch.Tensor | None = None
+    out_dtype: torch.dtype = torch.bfloat16
+
+    @classmethod
+    def of(cls, weight: torch.Tensor, bias: torch.Tensor | None = None) -> Fp8Weight:
+        q, scale = quantize_weight(weight)
+        return cls(q, scale, None if bias is None else bias.detach(), weight.dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        rows = x.reshape(-1, shape[-1])
+        xq, x_scale = quantize_rows(rows)
+        if xq.is_cuda:
+            out = torch._scaled_mm(
+                xq,
+                self.weight.t(),  # column-major (in, out), as the kernel wants
+                scale_a=x_scale,
+                scale_b=self.scale[None, :],
+                out_dtype=self.out_dtype,
+            )
+        else:  # the same arithmetic in float32 (tests, and a reference)
+            out = ((xq.float() @ self.weight.float().t()) * x_scale * self.scale).to(self.out_dtype)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*shape[:-1], out.shape[-1])
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor | Fp8Weight) -> torch.Tensor:
+    """``F.linear`` for a plain weight, the FP8 GEMM for an ``Fp8Weight``."""
+    if isinstance(weight, Fp8Weight):
+        return weight(x)
+    return F.linear(x, weight)
+
+
+class Fp8Linear(torch.nn.Module):
+    """Drop-in for an ``nn.Linear`` (inference only)."""
+
+    def __init__(self, fp8: Fp8Weight) -> None:
+        super().__init__()
+        self.out_features, self.in_features = fp8.weight.shape
+        self.fp8 = fp8
+
+    @classmethod
+    def of(cls, source: torch.nn.Linear) -> Fp8Linear:
+        return cls(Fp8Weight.of(source.weight, source.bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fp8(x)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, fp8"
+
+
+def fits(in_features: int, out_features: int) -> bool:
+    """FP8 GEMMs need both sizes to be multiples of 16."""
+    return in_features % 16 == 0 and out_features % 16 == 0
+
+
+def quantize_modules(model: torch.nn.Module) -> int:
+    """Replace every ``nn.Linear`` whose sizes fit by ``Fp8Linear``; returns how many."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear) and fits(child.in_features, child.out_features):
+                setattr(parent, name, Fp8Linear.of(child))
+                swapped += 1
+    return swapped
+
+
+# each fused weight of the packed forward, and the model's modules it stacks
+PACKED_WEIGHTS = {
+    "qkv": ("self_attn", ("q_proj", "k_proj", "v_proj")),
+    "o": ("self_attn", ("o_proj",)),
+    "gate_up": ("mlp", ("gate_proj", "up_proj")),
+    "down": ("mlp", ("down_proj",)),
+}
+
+
+def quantize_packed(packed, model: torch.nn.Module) -> int:
+    """Quantize the GEMM weights of a ``PackedQwen3`` built from ``model`` (fused q/k/v
+    and gate/up, o, down). The model's linear modules become row slices of the same FP8
+    weights (per-channel scales slice with them), so the bf16 weights are freed."""
+    count = 0
+    for layer, block in zip(packed.layers, model.layers, strict=True):
+        for field, (owner_name, names) in PACKED_WEIGHTS.items():
+            weight = getattr(layer, field)
+            if not isinstance(weight, torch.Tensor) or not fits(weight.shape[1], weight.shape[0]):
+                continue
+            fp8 = Fp8Weight.of(weight)
+            setattr(layer, field, fp8)
+            owner, start = getattr(block, owner_name), 0
+            for name in names:
+                rows = getattr(owner, name).out_features
+                part = Fp8Weight(
+                    fp8.weight[start : start + rows],
+                    fp8.scale[start : start + rows],
+                    out_dtype=fp8.out_dtype,
+                )
+                setattr(owner, name, Fp8Linear(part))
+                start += rows
+            count += 1
+    return count
+
+
+def probe(device: torch.device) -> None:
+    """One small FP8 GEMM with row-wise scales, so that an unsupported torch or GPU fails
+    at start-up with a clear message instead of on the first request."""
+    weight = Fp8Weight.of(torch.randn(32, 32, device=device, dtype=torch.bfloat16))
+    try:
+        weight(torch.randn(16, 32, device=device, dtype=torch.bfloat16))
+        torch.cuda.synchronize(device)
+    except (RuntimeError, ImportError) as exc:
+        raise QuantizeError(
+            f"FP8 GEMMs with row-wise scales do not run here (torch {torch.__version__}, "
+            f"{torch.cuda.get_device_name(device)}): {exc}. Start without --quantize."
+        ) from exc
+
+
+def apply(model: torch.nn.Module, packed, device: torch.device) -> None:
+    """Quantize a loaded model in place (and its packed forward, when it has one)."""
+    check_fp8_device(device)
+    probe(device)
+    fused = quantize_packed(packed, model) if packed is not None else 0
+    swapped = quantize_modules(model)  # whatever linear layers are left
+    torch.cuda.empty_cache()
+    log.info("fp8: %d fused packed weights, %d linear layers quantized", fused, swapped)

@@ -1,0 +1,134 @@
+"""FP8 quantization (bridge/model/fp8.py) on the CPU: the scaling math against a float
+reference, the module swaps (generic nn.Linear and the packed Qwen3 forward), and the
+refusal on devices without FP8. Speed and the GPU GEMM are measured by bench/gpu_fp8.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_packed import SEQS, cosines, load_model
+
+from bridge.model import fp8
+from bridge.model.embedder import Embedder
+from bridge.model.families import load_profile
+from bridge.model.kernels import TORCH_OPS
+from bridge.model.packed import PackedQwen3, pack
+
+
+def test_weight_scales_are_per_output_channel():
+    torch.manual_seed(0)
+    weight = torch.randn(32, 64) * torch.logspace(-3, 1, 32)[:, None]  # channels far apart
+    q, scale = fp8.quantize_weight(weight)
+    assert q.dtype == torch.float8_e4m3fn and scale.shape == (32,)
+    assert torch.allclose(scale, weight.abs().amax(1) / 448)
+    back = q.float() * scale[:, None]
+    # e4m3 keeps 3 mantissa bits: each value within 1/16 of itself (normal range) or of
+    # the smallest step of its channel
+    err = (back - weight).abs()
+    assert torch.all(err <= weight.abs() / 16 + scale[:, None] * 2**-6)
+    assert q.float().abs().amax(1).eq(448).all()  # each channel uses the whole range
+
+
+def test_activation_scales_are_per_token_and_zero_rows_stay_zero():
+    x = torch.randn(5, 48)
+    x[1] *= 1000
+    x[3] = 0
+    q, scale = fp8.quantize_rows(x)
+    assert scale.shape == (5, 1)
+    assert torch.allclose(scale[[0, 1, 2, 4], 0], x[[0, 1, 2, 4]].abs().amax(1) / 448)
+    assert q[3].float().eq(0).all()
+    back = q.float() * scale
+    assert torch.allclose(back, x, rtol=1 / 16, atol=float(scale.max()) * 2**-6)
+
+
+def test_fp8_linear_matches_the_float_layer():
+    torch.manual_seed(1)
+    layer = torch.nn.Linear(64, 48, bias=True)
+    x = torch.randn(3, 7, 64)
+    want = layer(x)
+    got = fp8.Fp8Linear.of(layer)(x)
+    assert got.shape == want.shape
+    assert cosines(got.reshape(-1, 48), want.reshape(-1, 48)).min() > 0.999
+    assert fp8.linear(x, layer.weight).shape == want.shape  # plain weights still work
+
+
+def test_quantize_modules_swaps_every_linear_that_fits():
+    model = torch.nn.Sequential(
+        torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 10), torch.nn.Linear(10, 16)
+    )
+    assert fp8.quantize_modules(model) == 1  # 64 -> 10 and 10 -> 16 are not multiples of 16
+    assert isinstance(model[0], fp8.Fp8Linear)
+    assert isinstance(model[2], torch.nn.Linear) and isinstance(model[3], torch.nn.Linear)
+
+
+def test_quantize_modules_on_a_real_model_keeps_its_vectors():
+    profile = load_profile("minilm")
+    model = Embedder.load(profile, device="cpu").model
+    tokens = torch.tensor([[101, 2054, 2003, 1037, 4937, 1029, 102]])
+    with torch.inference_mode():
+        want = model(input_ids=tokens).last_hidden_state.mean(1)
+        assert fp8.quantize_modules(model) >= 36  # 6 layers x (q, k, v, o, up, down)
+        got = model(input_ids=tokens).last_hidden_state.mean(1)
+    assert cosines(got, want).min() > 0.99
+
+
+def test_packed_qwen3_forward_with_fp8_weights(tiny_qwen3_dir):
+    model = load_model(tiny_qwen3_dir)
+    packed = PackedQwen3(model, TORCH_OPS, max_positions=512)
+    with torch.inference_mode():
+        want = packed.forward(pack(SEQS, pad_id=151643))
+        assert fp8.quantize_packed(packed, model) == 4 * len(model.layers)
+        got = packed.forward(pack(SEQS, pad_id=151643))
+        # the model's own modules are row slices of the fused FP8 weights
+        attn = model.layers[0].self_attn
+        assert isinstance(attn.k_proj, fp8.Fp8Linear)
+        assert attn.k_proj.fp8.weight.data_ptr() > attn.q_proj.fp8.weight.data_ptr()
+        x = torch.randn(2, model.config.hidden_size)
+        fused = packed.layers[0].qkv(x)
+        split = torch.cat([attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)], dim=-1)
+    assert torch.equal(fused, split)
+    # 64-wide random layers average little of the rounding away; real models: bench/gpu_fp8.py
+    assert cosines(got, want).min() > 0.97
+    assert not torch.equal(got, want)  # the FP8 weights are really used
+
+
+def test_refused_on_cpu_with_what_to_do():
+    with pytest.raises(fp8.QuantizeError, match="compute capability 8.9.*without --quantize"):
+        fp8.check_fp8_device(torch.device("cpu"))
+    with pytest.raises(fp8.QuantizeError, match="FP8 tensor cores"):
+        Embedder.load(load_profile("minilm"), device="cpu", quantize="fp8")
+    with pytest.raises(fp8.QuantizeError, match="use none or fp8"):
+        Embedder.load(load_profile("minilm"), device="cpu", quantize="int4")
+
+
+def test_refused_on_gpus_older_than_ada(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
+    with pytest.raises(fp8.QuantizeError, match="A100 on cuda:0 is 8.0"):
+        fp8.check_fp8_device(torch.device("cuda", 0))
+
+
+def test_float_reference_of_the_gemm_equals_dequantized_math():
+    torch.manual_seed(2)
+    weight = fp8.Fp8Weight.of(torch.randn(16, 32, dtype=torch.bfloat16))
+    x = torch.randn(4, 32, dtype=torch.bfloat16)
+    xq, xs = fp8.quantize_rows(x)
+    want = F.linear(xq.float() * xs, weight.weight.float() * weight.scale[:, None])
+    assert torch.allclose(weight(x).float(), want, rtol=1e-2, atol=1e-2)
+
+
+def test_serve_refuses_fp8_on_cpu_before_loading(monkeypatch):
+    from click.testing import CliRunner
+
+    from bridge.cli import main
+
+    monkeypatch.setenv("BRIDGE_QUANTIZE", "fp8")
+    result = CliRunner().invoke(
+        main, ["serve", "--model", "minilm", "--device", "cpu", "--port", "0"]
+    )
+    assert result.exit_code != 0
+    assert "FP8 tensor cores" in result.output and "without --quantize" in result.output
+    result = CliRunner().invoke(main, ["serve", "--quantize", "int8", "--device", "cpu"])
+    assert result.exit_code == 2 and "'none', 'fp8'" in result.output
