@@ -174,6 +174,13 @@ def main() -> None:
     help="Allow `dimensions` below the native size for models not trained for it.",
 )
 @click.option(
+    "--allow-token-ids",
+    envvar="BRIDGE_ALLOW_TOKEN_IDS",
+    is_flag=True,
+    help="Accept token-id inputs (the served model's own ids). Off by default: LangChain's "
+    "OpenAIEmbeddings sends tiktoken ids unless check_embedding_ctx_length=False.",
+)
+@click.option(
     "--api-key",
     "api_keys",
     envvar="BRIDGE_API_KEYS",
@@ -217,6 +224,7 @@ def serve(**opts) -> None:
         max_queue_tokens=opts["max_queue_tokens"],
         queue_seconds=opts["queue_seconds"],
         allow_truncation=opts["allow_truncation"],
+        allow_token_ids=opts["allow_token_ids"],
         compile=opts["compile_model"],
         cuda_graphs=opts["cuda_graphs"],
         fused_kernels=opts["fused_kernels"],

@@ -134,7 +134,7 @@ def make_service(model: str | Path, **kw) -> EmbeddingService:
 
 @pytest.fixture(scope="session")
 def qwen3_server(tiny_qwen3_dir) -> Iterator[LiveServer]:
-    service = make_service(tiny_qwen3_dir, max_batch_tokens=512)
+    service = make_service(tiny_qwen3_dir, max_batch_tokens=512, allow_token_ids=True)
     with live_server(service) as server:
         yield server
 

@@ -33,6 +33,9 @@ class ServiceOptions:
     max_queue_tokens: int | None = None  # None: queue_seconds of work at the measured rate
     queue_seconds: float = 30.0  # default queue bound, in seconds of work
     allow_truncation: bool = False
+    # Token-id input: refused unless asked, since some clients (LangChain's
+    # OpenAIEmbeddings by default) send another tokenizer's ids: wrong vectors, no error.
+    allow_token_ids: bool = False
     tokenizer_threads: int = max(1, min(8, (os.cpu_count() or 2) // 2))
     revision: str | None = None
 

@@ -31,6 +31,13 @@ from bridge.model.profile import ModelProfile
 log = logging.getLogger(__name__)
 
 
+TOKEN_IDS_REFUSED = (
+    "input holds token ids, and this server takes text: clients such as LangChain's "
+    "OpenAIEmbeddings send tiktoken ids by default, which this model would embed as "
+    "different words. Send text (LangChain: OpenAIEmbeddings(..., "
+    "check_embedding_ctx_length=False)); if these are the served model's own token ids, "
+    "start bridge serve with --allow-token-ids"
+)
 SPLIT_CHARS = 1024  # a request is tokenized in parts of at least this many characters
 
 
@@ -135,6 +142,8 @@ class EmbeddingService:
     ) -> list[list[int]]:
         """Tokenize (text) or validate (token ids) one request's inputs."""
         if inputs and not isinstance(inputs[0], str):
+            if not self.options.allow_token_ids:
+                raise InputError(TOKEN_IDS_REFUSED, code="token_ids_not_accepted")
             return self.preparer.token_ids(inputs, truncate)  # type: ignore[arg-type]
         return self.preparer.texts(inputs, input_type, instruction, truncate)  # type: ignore[arg-type]
 

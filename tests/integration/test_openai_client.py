@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import numpy as np
+import openai
 import pytest
 from openai import OpenAI
 
@@ -89,3 +90,13 @@ def test_models_route(keyed_server):
     assert card["native_dimension"] == 64
     assert card["dimensions"] == {"min": 32, "max": 64}
     assert card["max_input_tokens"] == 512
+
+
+def test_foreign_token_ids_are_refused_by_default_with_the_fix(keyed_server):
+    """What LangChain's OpenAIEmbeddings sends by default: cl100k ids ('hello world')."""
+    with pytest.raises(openai.BadRequestError) as err:
+        client(keyed_server).embeddings.create(model="tiny", input=[[15339, 1917]])
+    body = err.value.body
+    assert body["code"] == "token_ids_not_accepted" and body["param"] == "input"
+    assert "check_embedding_ctx_length=False" in body["message"]
+    assert "--allow-token-ids" in body["message"]
