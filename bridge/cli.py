@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from bridge.engines.cli import engine
 from bridge.index.cli import register as register_index_commands
+from bridge.nodes.cli import engine
 
 
 def _setup_logging(level: str) -> None:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from bridge.cli import main
 from bridge.clients.engine import EngineClient
-from bridge.index.setup import read_meta
+from bridge.index.meta import read_meta
 
 from conftest import live_server, make_service
 

@@ -14,8 +14,9 @@ from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.index.ingest import Indexer, ingest_file
+from bridge.index.meta import SetupError, read_meta
 from bridge.index.search import HybridSearch, SearchOptions
-from bridge.index.setup import SetupError, read_meta, setup_index
+from bridge.index.setup import setup_index
 
 
 def connection_options(func):
@@ -276,7 +277,7 @@ def evaluate_command(
 ) -> None:
     """nDCG@10, recall@100 and MRR@10 per search mode on BEIR-format data."""
     from bridge.index import evaluate as ev
-    from bridge.index.setup import write_meta
+    from bridge.index.meta import write_meta
 
     meta = read_meta(engine, index)
     if meta is None:

@@ -25,7 +25,7 @@ from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.clients.retry import DEFAULT_RETRY_SECONDS, backoff_seconds
-from bridge.index.setup import IndexMeta, moved_meta
+from bridge.index.meta import IndexMeta, moved_meta
 
 ID_FIELDS = ("_id", "id", "doc_id")
 

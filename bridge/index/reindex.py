@@ -31,16 +31,9 @@ from tqdm import tqdm
 from bridge.clients.embedding import EmbeddingClient, ModelInfo
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
+from bridge.index.dialects import dialect_for
 from bridge.index.ingest import Indexer
-from bridge.index.setup import (
-    IndexMeta,
-    SetupError,
-    mapping_body,
-    physical_name,
-    read_meta,
-    wire_native_opensearch,
-    write_meta,
-)
+from bridge.index.meta import IndexMeta, SetupError, physical_name, read_meta, write_meta
 
 Method = Literal["engine", "scroll", "re-embed"]
 Prefer = Literal["auto", "from-vectors", "re-embed"]
@@ -122,16 +115,6 @@ class Summary:
         return self.copied / self.seconds if self.seconds else 0.0
 
 
-def _modules(engine: EngineClient) -> set[str]:
-    answer = engine.request(
-        "GET", "/_nodes/plugins", params={"filter_path": "nodes.*.modules.name"}
-    )
-    names: list[set[str]] = []
-    for node in (answer or {}).get("nodes", {}).values():
-        names.append({m["name"] for m in node.get("modules", [])})
-    return set.intersection(*names) if names else set()
-
-
 def _service_info(embedder: EmbeddingClient | None) -> tuple[ModelInfo | None, str | None]:
     if embedder is None:
         return None, "no embedding service given"
@@ -205,7 +188,7 @@ def plan_reindex(
     elif problem is None or (prefer == "from-vectors" and info is None and source.dim > dim):
         if problem:
             notes.append(problem + "; truncating anyway (--from-vectors)")
-        if {"reindex", "lang-painless"} <= _modules(engine):
+        if dialect_for(engine.info()).has_scripted_reindex(engine):
             method, reason = "engine", f"{source.model} vectors are Matryoshka-truncatable"
         else:
             method = "scroll"
@@ -263,7 +246,8 @@ class Reindexer:
         self.source = plan.source
         self.target = plan.target
         self.summary = Summary()
-        self._exclude_vectors_param = engine.info().kind == "elasticsearch"
+        self.dialect = dialect_for(engine.info())
+        self._vector_source_params = self.dialect.vector_source_params()
 
     # -- checkpoint -------------------------------------------------------------------
     @property
@@ -311,7 +295,6 @@ class Reindexer:
         props = next(iter(mapping.values()))["mappings"].get("properties", {})
         text_props = props.get(self.source.text_field, {})
         vector_props = props.get(self.source.vector_field, {})
-        info = self.engine.info()
         self.target.reindex = {
             "source": self.source.index,
             "method": self.plan.method,
@@ -324,8 +307,7 @@ class Reindexer:
             "refresh_interval": index_settings.get("refresh_interval"),
         }
         try:
-            body = mapping_body(
-                info,
+            body = self.dialect.mapping_body(
                 self.target,
                 analyzer=text_props.get("analyzer", "standard"),
                 index_type=(vector_props.get("index_options") or {}).get("type"),
@@ -339,7 +321,7 @@ class Reindexer:
         if self.source.mode == "native":
             if not self.bridge_url:
                 raise ReindexError("--bridge-url is needed: the new index embeds at ingest")
-            wire_native_opensearch(
+            self.dialect.wire_native_ingest(
                 self.engine, self.target, self.bridge_url, self.api_key, self.batch_size
             )
         write_meta(self.engine, self.target)
@@ -450,16 +432,16 @@ class Reindexer:
                 )
 
     def _vector_params(self) -> dict | None:
-        """Elasticsearch 9 leaves vectors out of ``_source`` unless asked."""
-        return {"_source_exclude_vectors": "false"} if self._exclude_vectors_param else None
+        """What makes ``_search`` and ``_mget`` return vectors (the dialect's parameters)."""
+        return self._vector_source_params
 
     def _search(self, body: dict) -> list[dict]:
         params = self._vector_params() if self.plan.method != "re-embed" else None
         try:
             answer = self.engine.request("POST", f"/{self.source.index}/_search", body, params)
         except ClientError as exc:
-            if params and exc.status == 400 and "_source_exclude_vectors" in str(exc):
-                self._exclude_vectors_param = False  # an older Elasticsearch: not needed
+            if params and exc.status == 400 and any(name in str(exc) for name in params):
+                self._vector_source_params = None  # an older engine: not needed
                 return self._search(body)
             raise
         return answer["hits"]["hits"]

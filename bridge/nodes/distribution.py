@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bridge.engines.maven import Artifact
+from bridge.nodes.maven import Artifact
 
 OPENSEARCH_VERSION = "3.6.0"  # newest with k-NN, ml-commons, neural-search on Central
 ELASTICSEARCH_VERSION = "9.5.4"  # newest 9.x integ-test-zip on Central
