@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Literal
@@ -31,8 +32,9 @@ from tqdm import tqdm
 from bridge.clients.embedding import EmbeddingClient, ModelInfo
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
+from bridge.index.bulk import BulkItem, BulkResult, BulkWriter, Failure
 from bridge.index.dialects import dialect_for
-from bridge.index.ingest import Indexer
+from bridge.index.ingest import default_text_fields, embed_items, joined_text, prepare_item
 from bridge.index.meta import IndexMeta, SetupError, physical_name, read_meta, write_meta
 
 Method = Literal["engine", "scroll", "re-embed"]
@@ -42,6 +44,7 @@ Prefer = Literal["auto", "from-vectors", "re-embed"]
 CLOCK_MARGIN_MS = 30_000
 CATCH_UP_PASSES = 3
 SAMPLE_SIZE = 20
+REEMBED_BATCH = 64  # documents per embedding request when re-embedding
 
 TRUNCATE_SCRIPT = """
 def v = ctx._source[params.field];
@@ -327,22 +330,23 @@ class Reindexer:
         write_meta(self.engine, self.target)
 
     @cached_property
-    def _indexer(self) -> Indexer:
+    def _writer(self) -> BulkWriter:
         """The writer into the new index; first used after ``_create_target``."""
-        truncating = self.plan.method != "re-embed"
-        return Indexer(
+        # Vectors that are already there must not go through the embedding pipeline.
+        skip_pipeline = self.plan.method != "re-embed" and self.target.mode == "native"
+        return BulkWriter(
             self.engine,
-            self.target,
-            self.embedder if self.target.mode == "bridge" and not truncating else None,
-            batch_size=min(self.batch_size, 64) if not truncating else self.batch_size,
-            progress=False,
+            self.target.index,
+            pipeline="_none" if skip_pipeline else None,
             retry_for=self.engine.retry_for,
-            target=self.target.index,
-            keep_stamps=True,
-            keep_vectors=truncating,
-            # Vectors that are already there must not go through the embedding pipeline.
-            pipeline="_none" if truncating and self.target.mode == "native" else None,
         )
+
+    def _embedded_text(self, doc: dict) -> str:
+        """What the new index's vectors are embeddings of (the pipeline embeds the text
+        field alone; bridge-side ingest the joined text fields)."""
+        if self.target.mode == "native":
+            return str(doc.get(self.target.text_field) or "")
+        return joined_text(doc, default_text_fields(self.target))
 
     def _fill(self) -> None:
         bar = tqdm(
@@ -457,17 +461,57 @@ class Reindexer:
             docs.append(doc)
         return docs
 
+    def _items(self, hits: list[dict], failed: list[Failure]) -> list[BulkItem]:
+        """The new index's items for these old-index hits: the writer's own write time is
+        kept (it versions the copy), and the vector truncated unless re-embedding."""
+        truncating = self.plan.method != "re-embed"
+        field_name = self.target.vector_field
+        items = []
+        for doc in self._as_docs(hits):
+            item = prepare_item(self.target, None, doc)
+            if isinstance(item, Failure):
+                failed.append(item)
+                continue
+            stamp = (doc.get("bridge") or {}).get("indexed_at")
+            if isinstance(stamp, int):
+                item.body["bridge"]["indexed_at"] = stamp
+            if truncating:
+                vector = doc.get(field_name)
+                if not isinstance(vector, list) or len(vector) != self.target.dim:
+                    failed.append(Failure(None, item.id, f"no {self.target.dim}-value vector"))
+                    continue
+                item.body[field_name] = vector
+            items.append(item)
+        return items
+
+    def _embed_and_write(self, items: list[BulkItem]) -> BulkResult:
+        failed: list[Failure] = []
+        if self.plan.method == "re-embed" and self.target.mode == "bridge":
+            assert self.embedder is not None
+            items = embed_items(self.embedder, items, self.target, failed)
+        result = self._writer.write(items)
+        result.failed = failed + result.failed
+        return result
+
     def _copy(self, hits: list[dict]) -> int:
         """Write these old-index hits into the new index (truncated or re-embedded)."""
-        part = self._indexer.ingest((None, d) for d in self._as_docs(hits))
-        if part.failed:
-            first = part.failed[0]
+        failed: list[Failure] = []
+        items = self._items(hits, failed)
+        # Re-embedding: batches of 64, two in flight, so the model and the engine overlap.
+        size = len(items) if self.plan.method != "re-embed" else REEMBED_BATCH
+        batches = [items[i : i + size] for i in range(0, len(items), size)]
+        with ThreadPoolExecutor(2, thread_name_prefix="bridge-reindex") as pool:
+            results = list(pool.map(self._embed_and_write, batches))
+        for result in results:
+            failed += result.failed
+        if failed:
+            first = failed[0]
             raise ReindexError(
-                f"{len(part.failed)} documents could not be written to {self.target.index} "
+                f"{len(failed)} documents could not be written to {self.target.index} "
                 f"(first: {first.doc_id}: {first.reason}); the checkpoint is before them: "
                 "fix the cause and run again"
             )
-        return part.indexed
+        return sum(result.written for result in results)
 
     def _copy_pages(self, since: int | None, resume: bool = False) -> Iterator[int]:
         """Copy every page (or those written since ``since``); yields counts per page."""
@@ -604,8 +648,7 @@ class Reindexer:
         found = {d["_id"]: d["_source"].get(field_name) for d in got if d.get("found")}
         if self.plan.method == "re-embed":
             assert self.embedder is not None
-            indexer = self._indexer
-            texts = [indexer.embed_text(h["_source"]) for h in hits]
+            texts = [self._embedded_text(h["_source"]) for h in hits]
             want = self.embedder.embed(texts, dimensions=self.target.dim)
         else:
             want = np.stack(
