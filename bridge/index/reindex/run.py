@@ -1,20 +1,7 @@
-"""``bridge reindex``: move alias NAME to a new vector dimension with no downtime, no loss.
+"""Carrying out a reindex ``Plan``: create the new index, fill it, catch up, check, swap.
 
-The new index ``NAME-dD`` is filled while the alias keeps serving the old one:
-
-- *truncation*: Qwen3-Embedding vectors are Matryoshka-trained, so the first D values of a
-  wider vector of the same model, re-normalised, are its D-dimensional embedding. The
-  engine does it in a scripted ``_reindex`` when it has the reindex and painless modules
-  (``engine``), else the bridge pages through the old index and bulks (``scroll``). No GPU.
-- *re-embed*: the text goes through the embedding service again (a smaller source, another
-  model, or ``--re-embed``).
-
-Writes keep going to the old index through the alias. Catch-up passes copy what was
-written since the run began (``bridge.indexed_at``, set by ``bridge ingest``), then the
-alias moves in one atomic ``_aliases`` call, and a last pass copies what arrived just before
-the move. The progress is a checkpoint in the new index's ``_meta.bridge.reindex``: a run
-that crashed or was interrupted resumes where it stopped when started again; every copy is
-keyed by ``_id``, so nothing is duplicated.
+Every step saves its progress in the ``Checkpoint`` (the new index's
+``_meta.bridge.reindex``), so ``Reindexer.run`` resumes where an interrupted run stopped.
 """
 
 from __future__ import annotations
@@ -22,28 +9,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
 
-from bridge.clients.embedding import EmbeddingClient, ModelInfo
+from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.index.bulk import BulkItem, BulkResult, BulkWriter, Failure
 from bridge.index.dialects import dialect_for
 from bridge.index.ingest import default_text_fields, embed_items, joined_text, prepare_item
-from bridge.index.meta import IndexMeta, SetupError, physical_name, read_meta, write_meta
-
-Method = Literal["engine", "scroll", "re-embed"]
-Prefer = Literal["auto", "from-vectors", "re-embed"]
+from bridge.index.meta import SetupError, write_meta
+from bridge.index.reindex.checkpoint import Checkpoint, Phase
+from bridge.index.reindex.plan import SAMPLE_SIZE, Plan, ReindexError
 
 # Writers stamp bridge.indexed_at with their own clock: catch-up looks this far back.
 CLOCK_MARGIN_MS = 30_000
 CATCH_UP_PASSES = 3
-SAMPLE_SIZE = 20
 REEMBED_BATCH = 64  # documents per embedding request when re-embedding
 
 TRUNCATE_SCRIPT = """
@@ -61,49 +45,6 @@ if (ctx._source.bridge instanceof Map) { ctx._source.bridge.dim = params.dim; }
 """
 
 
-class ReindexError(RuntimeError):
-    """The reindex cannot go on; the message says why and what to do."""
-
-
-@dataclass
-class Plan:
-    alias: str
-    source: IndexMeta
-    target: IndexMeta
-    method: Method
-    reason: str
-    documents: int
-    delete_old: bool
-    resume: dict | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        how = {
-            "engine": "truncate + re-normalise on the engine (scripted _reindex), no GPU work",
-            "scroll": "truncate + re-normalise in the bridge (paged read + bulk), no GPU work",
-            "re-embed": "re-embed the text through the embedding service",
-        }[self.method]
-        lines = [
-            f"alias {self.alias}: {self.source.index} ({self.source.dim} dims, "
-            f"{self.documents} documents) -> {self.target.index} ({self.target.dim} dims)",
-            f"method: {self.method}: {how} ({self.reason})",
-        ]
-        if self.resume:
-            lines.append(
-                f"resume: phase {self.resume['phase']}, {self.resume['copied']} copied so far"
-            )
-        if self.source.mode == "native":
-            lines.append(f"ingest pipeline for {self.target.index} (native mode, as the source)")
-        lines += [
-            "catch-up: documents written meanwhile (bridge.indexed_at) are copied before and "
-            "after the alias moves",
-            f"checks: document counts and {SAMPLE_SIZE} sampled vectors",
-            f"alias {self.alias} moves atomically to {self.target.index}; {self.source.index} is "
-            + ("deleted" if self.delete_old else "kept (delete it later, or pass --delete-old)"),
-        ]
-        return lines + [f"note: {n}" for n in self.notes]
-
-
 @dataclass
 class Summary:
     copied: int = 0
@@ -116,113 +57,6 @@ class Summary:
     @property
     def docs_per_second(self) -> float:
         return self.copied / self.seconds if self.seconds else 0.0
-
-
-def _service_info(embedder: EmbeddingClient | None) -> tuple[ModelInfo | None, str | None]:
-    if embedder is None:
-        return None, "no embedding service given"
-    try:
-        return embedder.model_info(), None
-    except ClientError as exc:
-        return None, str(exc)
-
-
-def _truncation_problem(
-    source: IndexMeta, dim: int, info: ModelInfo | None, service_error: str | None
-) -> str | None:
-    """Why the wider vectors cannot simply be truncated to ``dim`` (None: they can)."""
-    if source.dim <= dim:
-        return f"{source.dim}-dimensional vectors cannot give {dim}"
-    if info is None:
-        return (
-            f"the service cannot confirm that {source.model} allows {dim} dimensions "
-            f"({service_error})"
-        )
-    if info.name != source.model:
-        return f"the service serves {info.name!r}, the vectors are from {source.model!r}"
-    if not info.min_dimension <= dim <= info.max_dimension:
-        return f"{info.name} gives {info.min_dimension}..{info.max_dimension} dimensions"
-    return None
-
-
-def plan_reindex(
-    engine: EngineClient,
-    embedder: EmbeddingClient | None,
-    alias: str,
-    dim: int,
-    prefer: Prefer = "auto",
-    delete_old: bool = False,
-) -> Plan:
-    """Work out what ``bridge reindex`` would do (nothing is changed)."""
-    current = read_meta(engine, alias)
-    if current is None:
-        raise ReindexError(f"{alias} was not set up by the bridge (or does not exist)")
-    behind = engine.request("GET", f"/_alias/{alias}", missing_ok=True) or {}
-    if current.index not in behind:
-        raise ReindexError(f"{alias} is not an alias of {current.index}; run bridge setup")
-    target_name = physical_name(alias, dim)
-    existing: IndexMeta | None = None
-    if current.reindex and current.index == target_name:  # stopped right after the swap
-        existing, source = current, read_meta(engine, current.reindex["source"])
-        if source is None:
-            raise ReindexError(f"{current.reindex['source']} is gone; nothing to resume")
-    elif current.index == target_name:
-        raise ReindexError(f"{alias} already serves {dim}-dimensional vectors")
-    else:
-        source = current
-        existing = read_meta(engine, target_name)
-        if existing is None or (existing.reindex or {}).get("source") != source.index:
-            if engine.exists(f"/{target_name}"):
-                raise ReindexError(
-                    f"{target_name} already exists (kept from an earlier run?): it would be "
-                    f"stale; delete it (DELETE /{target_name}) and run again"
-                )
-            existing = None
-
-    info, service_error = _service_info(embedder)
-    problem = _truncation_problem(source, dim, info, service_error)
-    notes: list[str] = []
-    method: Method
-    if existing is not None:
-        assert existing.reindex is not None
-        method, reason = existing.reindex["method"], "resuming the interrupted run"
-    elif prefer == "re-embed":
-        method, reason = "re-embed", "--re-embed"
-    elif problem is None or (prefer == "from-vectors" and info is None and source.dim > dim):
-        if problem:
-            notes.append(problem + "; truncating anyway (--from-vectors)")
-        if dialect_for(engine.info()).has_scripted_reindex(engine):
-            method, reason = "engine", f"{source.model} vectors are Matryoshka-truncatable"
-        else:
-            method = "scroll"
-            reason = "the engine lacks the reindex/painless modules, so the bridge truncates"
-    elif prefer == "from-vectors":
-        raise ReindexError(f"--from-vectors is not possible: {problem}; use --re-embed")
-    else:
-        method, reason = "re-embed", str(problem)
-    if method == "re-embed" or source.mode == "native":
-        if info is None:
-            why = "to re-embed" if method == "re-embed" else "the new index embeds at ingest"
-            raise ReindexError(f"the embedding service is needed ({why}): {service_error}")
-        if not info.min_dimension <= dim <= info.max_dimension:
-            raise ReindexError(
-                f"{info.name} gives {info.min_dimension}..{info.max_dimension} dimensions, "
-                f"not {dim}"
-            )
-    model = info.name if (method == "re-embed" and info is not None) else source.model
-    target = existing or replace(
-        source,
-        dim=dim,
-        model=model,
-        mode="bridge",
-        pipeline=None,
-        model_id=None,
-        created_at=time.time(),
-        reindex=None,
-    )
-    documents = engine.request("GET", f"/{source.index}/_count")["count"]
-    resume = existing.reindex if existing else None
-    return Plan(alias, source, target, method, reason, documents, delete_old, resume, notes)
 
 
 class Reindexer:
@@ -249,35 +83,46 @@ class Reindexer:
         self.source = plan.source
         self.target = plan.target
         self.summary = Summary()
+        self._checkpoint: Checkpoint | None = None
         self.dialect = dialect_for(engine.info())
         self._vector_source_params = self.dialect.vector_source_params()
 
     # -- checkpoint -------------------------------------------------------------------
     @property
-    def state(self) -> dict:
-        assert self.target.reindex is not None
-        return self.target.reindex
+    def state(self) -> Checkpoint:
+        assert self._checkpoint is not None
+        return self._checkpoint
 
     def _save(self, **changes) -> None:
-        self.state.update(changes)
+        for name, value in changes.items():
+            setattr(self.state, name, value)
+        self.target.reindex = self.state.stored()
         write_meta(self.engine, self.target)
+
+    @property
+    def _since(self) -> int:
+        """Catch-up start (set when the fill ends)."""
+        assert self.state.since is not None
+        return self.state.since
 
     # -- steps --------------------------------------------------------------------------
     def run(self) -> Summary:
         started = time.perf_counter()
         if self.target.reindex is None:
             self._create_target()
-        if self.state["phase"] == "fill":
+        assert self.target.reindex is not None
+        self._checkpoint = Checkpoint.from_stored(self.target.reindex)
+        if self.state.phase is Phase.FILL:
             self._fill()
-            self._save(phase="catch_up", since=self.state["started_at"] - CLOCK_MARGIN_MS)
-        if self.state["phase"] == "catch_up":
+            self._save(phase=Phase.CATCH_UP, since=self.state.started_at - CLOCK_MARGIN_MS)
+        if self.state.phase is Phase.CATCH_UP:
             self._catch_up_until_quiet()
             self._finish_target_settings()
             self._verify(before_swap=True)
             self._swap_alias()
-        if self.state["phase"] == "swapped":
+        if self.state.phase is Phase.SWAPPED:
             time.sleep(1.0)  # bulks that resolved the alias just before the move land first
-            self.summary.caught_up += self._copy_since(self.state["since"])
+            self.summary.caught_up += self._copy_since(self._since)
             self.summary.caught_up += self._copy_missing()
             self._verify(before_swap=False)
             self.target.reindex = None
@@ -298,17 +143,13 @@ class Reindexer:
         props = next(iter(mapping.values()))["mappings"].get("properties", {})
         text_props = props.get(self.source.text_field, {})
         vector_props = props.get(self.source.vector_field, {})
-        self.target.reindex = {
-            "source": self.source.index,
-            "method": self.plan.method,
-            "phase": "fill",
-            "started_at": int(time.time() * 1000),
-            "cursor": None,
-            "task": None,
-            "copied": 0,
-            "since": None,
-            "refresh_interval": index_settings.get("refresh_interval"),
-        }
+        self.target.reindex = Checkpoint(
+            source=self.source.index,
+            method=self.plan.method,
+            phase=Phase.FILL,
+            started_at=int(time.time() * 1000),
+            refresh_interval=index_settings.get("refresh_interval"),
+        ).stored()
         try:
             body = self.dialect.mapping_body(
                 self.target,
@@ -351,7 +192,7 @@ class Reindexer:
     def _fill(self) -> None:
         bar = tqdm(
             total=self.plan.documents,
-            initial=self.state["copied"],
+            initial=self.state.copied,
             unit="doc",
             desc=f"{self.source.index} -> {self.target.index}",
             disable=not self.progress,
@@ -366,7 +207,7 @@ class Reindexer:
             bar.close()
 
     def _fill_on_engine(self, bar: tqdm) -> None:
-        task = self.state.get("task")
+        task = self.state.task
         if task:
             status = self.engine.request("GET", f"/_tasks/{task}", missing_ok=True)
             if status is None:
@@ -518,14 +359,14 @@ class Reindexer:
         query: dict = {"match_all": {}}
         if since is not None:
             query = {"range": {"bridge.indexed_at": {"gte": since}}}
-        after = self.state.get("cursor") if resume else None
+        after = self.state.cursor if resume else None
         for hits in self._pages(query, after):
             if since is not None:  # catch-up: what the new index already holds is skipped
                 hits = self._not_yet_copied(hits)
             copied = self._copy(hits) if hits else 0
             if resume:
                 self.summary.copied += copied
-                self._save(cursor=hits[-1]["sort"][0], copied=self.state["copied"] + copied)
+                self._save(cursor=hits[-1]["sort"][0], copied=self.state.copied + copied)
             yield copied
 
     def _not_yet_copied(self, hits: list[dict]) -> list[dict]:
@@ -590,14 +431,14 @@ class Reindexer:
     def _catch_up_until_quiet(self) -> None:
         for _ in range(CATCH_UP_PASSES):
             mark = int(time.time() * 1000)
-            copied = self._copy_since(self.state["since"])
+            copied = self._copy_since(self._since)
             self.summary.caught_up += copied
             self._save(since=mark - CLOCK_MARGIN_MS)
             if copied == 0:
                 break
 
     def _finish_target_settings(self) -> None:
-        interval = self.state.get("refresh_interval")
+        interval = self.state.refresh_interval
         self.engine.request(
             "PUT", f"/{self.target.index}/_settings", {"index": {"refresh_interval": interval}}
         )
@@ -617,7 +458,7 @@ class Reindexer:
         recent = 0
         if before_swap:
             recent = self._count(
-                self.source.index, {"range": {"bridge.indexed_at": {"gte": self.state["since"]}}}
+                self.source.index, {"range": {"bridge.indexed_at": {"gte": self._since}}}
             )
         if target < source - recent:
             raise ReindexError(
@@ -664,7 +505,7 @@ class Reindexer:
                 checked.append(cosine)
                 continue
             written = (hit["_source"].get("bridge") or {}).get("indexed_at") or 0
-            if written < self.state["since"]:
+            if written < self._since:
                 bad.append(f"{hit['_id']} ({'missing' if cosine is None else f'{cosine:.5f}'})")
         if bad:
             raise ReindexError(
@@ -686,7 +527,7 @@ class Reindexer:
                 ]
             },
         )
-        self._save(phase="swapped", since=min(self.state["since"], mark - CLOCK_MARGIN_MS))
+        self._save(phase=Phase.SWAPPED, since=min(self._since, mark - CLOCK_MARGIN_MS))
 
 
 def truncate(vector, dim: int) -> np.ndarray:
