@@ -17,16 +17,18 @@ that crashed or was interrupted resumes where it stopped when started again; eve
 keyed by ``_id``, so nothing is duplicated.
 
 The package: ``facts`` gathers what the engine and service say, ``plan`` decides (no I/O),
-``checkpoint`` is the typed progress, ``run`` carries a plan out.
+``checkpoint`` is the typed progress, ``run`` carries a plan out, with ``copy`` and
+``verify``.
 """
 
 from __future__ import annotations
 
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
+from bridge.index.reindex.copy import truncate
 from bridge.index.reindex.facts import gather
 from bridge.index.reindex.plan import Plan, Prefer, ReindexError, Request, plan
-from bridge.index.reindex.run import Reindexer, Summary, truncate
+from bridge.index.reindex.run import Reindexer, Summary
 
 
 def plan_reindex(
