@@ -5,8 +5,6 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 HF_HOME=/models
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
-COPY mappings ./mappings
-COPY pipelines ./pipelines
 RUN pip install .
 EXPOSE 8000
 ENTRYPOINT ["bridge"]

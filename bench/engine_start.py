@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from bridge.engines import cluster
+from bridge.nodes import cluster
 
 
 def free_port() -> int:

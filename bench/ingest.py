@@ -23,10 +23,10 @@ from cpu_service import free_port, passages, reference_rate, start_server  # noq
 
 from bridge.clients.embedding import EmbeddingClient  # noqa: E402
 from bridge.clients.engine import EngineClient  # noqa: E402
-from bridge.engines import cluster  # noqa: E402
 from bridge.index.ingest import Indexer, as_docs  # noqa: E402
 from bridge.index.search import HybridSearch, SearchOptions  # noqa: E402
 from bridge.index.setup import setup_index  # noqa: E402
+from bridge.nodes import cluster  # noqa: E402
 
 
 def docs(texts: list[str], prefix: str) -> list[dict]:

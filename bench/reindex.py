@@ -22,10 +22,10 @@ from cpu_service import free_port, passages, start_server  # noqa: E402
 
 from bridge.clients.embedding import EmbeddingClient  # noqa: E402
 from bridge.clients.engine import EngineClient  # noqa: E402
-from bridge.engines import cluster  # noqa: E402
 from bridge.index.ingest import Indexer, as_docs  # noqa: E402
 from bridge.index.reindex import Reindexer, plan_reindex  # noqa: E402
 from bridge.index.setup import setup_index  # noqa: E402
+from bridge.nodes import cluster  # noqa: E402
 
 METHODS = ("engine", "scroll", "re-embed")
 

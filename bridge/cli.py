@@ -9,7 +9,6 @@ import sys
 
 import click
 
-from bridge.engines.cli import engine
 from bridge.index.cli import register as register_index_commands
 from bridge.model.options import (
     CPU_BATCH_TOKENS,
@@ -18,6 +17,7 @@ from bridge.model.options import (
     ServiceOptions,
     default_of,
 )
+from bridge.nodes.cli import engine
 from bridge.server.settings import ServerSettings
 
 

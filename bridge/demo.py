@@ -18,10 +18,10 @@ import httpx
 
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
-from bridge.engines import cluster
 from bridge.index.ingest import Indexer, read_jsonl
 from bridge.index.search import HybridSearch, SearchOptions
 from bridge.index.setup import setup_index
+from bridge.nodes import cluster
 
 QUERIES = [
     "how do I make strong coffee",

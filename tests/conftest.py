@@ -164,7 +164,7 @@ def free_port_pair() -> int:
 @contextmanager
 def local_engine(engine: str, env_var: str, **kw) -> Iterator[str]:
     """A running engine: the one named by ``env_var``, else one started with bridge engine."""
-    from bridge.engines import cluster
+    from bridge.nodes import cluster
 
     if os.environ.get(env_var):
         yield os.environ[env_var].rstrip("/")

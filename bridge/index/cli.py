@@ -1,12 +1,20 @@
-"""``bridge setup``, ``bridge ingest`` and ``bridge search``."""
+"""``bridge setup``, ``ingest``, ``search``, ``eval`` and ``reindex``.
+
+``--json`` prints JSON to standard output (notes go to standard error); ``--output FILE``
+writes a report to a file. Option defaults are read from the functions and classes that
+use them, so each is written once.
+"""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -14,8 +22,15 @@ from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.index.ingest import Indexer, ingest_file
+from bridge.index.meta import SetupError, read_meta
+from bridge.index.reindex import Plan, Reindexer, ReindexError, plan_reindex
 from bridge.index.search import HybridSearch, SearchOptions
-from bridge.index.setup import SetupError, read_meta, setup_index
+from bridge.index.setup import setup_index
+
+
+def default_of(owner: Callable, name: str) -> Any:
+    """The default of parameter ``name`` of a function or class (the one source of it)."""
+    return inspect.signature(owner).parameters[name].default
 
 
 def connection_options(func):
@@ -93,17 +108,22 @@ def _meta_or_fail(engine: EngineClient, index: str):
     help="native: the engine embeds at ingest (OpenSearch ml-commons); bridge: "
     "bridge ingest embeds; auto: native where the engine can.",
 )
-@click.option("--text-field", default="text", show_default=True)
-@click.option("--vector-field", default="embedding", show_default=True)
-@click.option("--analyzer", default="standard", show_default=True, help="BM25 analyzer.")
+@click.option("--text-field", default=default_of(setup_index, "text_field"), show_default=True)
+@click.option("--vector-field", default=default_of(setup_index, "vector_field"), show_default=True)
+@click.option(
+    "--analyzer", default=default_of(setup_index, "analyzer"), show_default=True,
+    help="BM25 analyzer.",
+)  # fmt: skip
 @click.option(
     "--index-type",
     type=click.Choice(["hnsw", "int8_hnsw", "bbq_hnsw"]),
     default=None,
     help="Elasticsearch dense_vector index type [default: int8_hnsw].",
 )
-@click.option("--shards", type=int, default=1, show_default=True)
-@click.option("--replicas", type=int, default=1, show_default=True)
+@click.option("--shards", type=int, default=default_of(setup_index, "shards"), show_default=True)
+@click.option(
+    "--replicas", type=int, default=default_of(setup_index, "replicas"), show_default=True
+)
 @click.option(
     "--engine-bridge-url",
     default=None,
@@ -140,7 +160,9 @@ def setup(
 @connection_options
 @click.argument("file", default="-")
 @click.option("--index", required=True, help="Alias set up with bridge setup.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option(
+    "--batch-size", type=int, default=default_of(Indexer, "batch_size"), show_default=True
+)
 @click.option("--id-field", default=None, help="Document id field [default: _id, id, doc_id].")
 @click.option(
     "--dead-letter",
@@ -200,12 +222,14 @@ def ingest(
     default=None,
     help="[default: the index's search profile, else hybrid]",
 )
-@click.option("--k", type=int, default=None, help="Results to return [default: 10].")
+@click.option(
+    "--k", type=int, default=None, help=f"Results to return [default: {SearchOptions.k}]."
+)
 @click.option(
     "--fusion",
     type=click.Choice(["rrf", "linear"]),
     default=None,
-    help="How hybrid combines the halves [default: profile, else rrf].",
+    help=f"How hybrid combines the halves [default: profile, else {SearchOptions.fusion}].",
 )
 @click.option("--weights", default=None, help="Linear weights bm25,knn (e.g. 0.3,0.7).")
 @click.option(
@@ -264,19 +288,19 @@ def search(engine, embedder, text, index, mode, k, fusion, weights, filter_json,
     help="Try RRF and linear fusions, report the best and save it as the index's "
     "search profile (used by bridge search by default).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option(
-    "--json",
-    "json_out",
+    "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write the results as JSON here.",
+    help="Also write the results as JSON to this file.",
 )
 def evaluate_command(
-    engine, embedder, corpus, queries, qrels, index, dim, modes, tune, json_out
+    engine, embedder, corpus, queries, qrels, index, dim, modes, tune, as_json, output
 ) -> None:
     """nDCG@10, recall@100 and MRR@10 per search mode on BEIR-format data."""
     from bridge.index import evaluate as ev
-    from bridge.index.setup import write_meta
+    from bridge.index.meta import write_meta
 
     meta = read_meta(engine, index)
     if meta is None:
@@ -329,11 +353,13 @@ def evaluate_command(
             "scores": ev.as_json({"best": best_scores})["best"],
             "tried": len(tried),
         }
-    click.echo(ev.scores_table(results))
+    report = json.dumps(payload, indent=2)
+    if output:
+        output.write_text(report + "\n")
+    click.echo(report if as_json else ev.scores_table(results))
     if tune:
-        click.echo(f"saved search profile of {meta.alias}: {json.dumps(meta.search_profile)}")
-    if json_out:
-        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+        saved = f"saved search profile of {meta.alias}: {json.dumps(meta.search_profile)}"
+        click.echo(saved, err=as_json)
 
 
 @click.command()
@@ -354,7 +380,7 @@ def evaluate_command(
     "--batch",
     "batch_size",
     type=int,
-    default=256,
+    default=default_of(Reindexer, "batch_size"),
     show_default=True,
     help="Documents per page and bulk.",
 )
@@ -366,7 +392,9 @@ def evaluate_command(
     help="URL the engine uses to reach the bridge, for a native-mode index "
     "[default: the first --bridge-url].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary (the plan with --dry-run) as JSON."
+)
 def reindex(
     engine, embedder, index, dim, prefer, batch_size, delete_old, dry_run, engine_bridge_url,
     as_json,
@@ -378,13 +406,13 @@ def reindex(
     else re-embeds. Searches through the alias work throughout; writes that arrive meanwhile
     are copied before the alias moves. Interrupted? Run the same command again: it resumes.
     """
-    from bridge.index.reindex import Reindexer, ReindexError, plan_reindex
-
     try:
         plan = plan_reindex(engine, embedder, index, dim, prefer or "auto", delete_old)
         for line in plan.lines():
-            click.echo(("" if dry_run else "- ") + line, err=not dry_run)
+            click.echo(("" if dry_run else "- ") + line, err=as_json or not dry_run)
         if dry_run:
+            if as_json:
+                click.echo(json.dumps(_plan_json(plan), indent=2))
             return
         runner = Reindexer(
             engine, embedder, plan, batch_size=batch_size,
@@ -407,6 +435,19 @@ def reindex(
         f"{summary.target_count} documents"
         + (f", sample cosine >= {cosine:.5f}" if cosine is not None else "")
     )
+
+
+def _plan_json(plan: Plan) -> dict:
+    return {
+        "alias": plan.alias,
+        "source": plan.source.index,
+        "target": plan.target.index,
+        "method": plan.method,
+        "reason": plan.reason,
+        "documents": plan.documents,
+        "resume": plan.resume.stored() if plan.resume else None,
+        "notes": plan.notes,
+    }
 
 
 def register(group: click.Group) -> None:

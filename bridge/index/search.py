@@ -1,9 +1,9 @@
-"""Hybrid BM25 + kNN search, built per engine.
+"""Hybrid BM25 + kNN search, bodies from the engine's dialect.
 
 The query text is embedded by the bridge in *query* mode (with the model's instruction),
-so both ingest modes search the same way. OpenSearch gets one ``hybrid`` query with an
-inline search pipeline (min-max linear or RRF); Elasticsearch runs the two halves and the
-bridge fuses them (RRF, or normalised linear), which works with a basic license.
+so both ingest modes search the same way. The dialect (``bridge.index.dialects``) gives one
+body when the engine fuses BM25 and kNN itself (OpenSearch's ``hybrid`` query), or the two
+halves, which the bridge fuses here (RRF, or normalised linear; Elasticsearch).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Literal
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
-from bridge.index.setup import IndexMeta, moved_meta
+from bridge.index.dialects import dialect_for
+from bridge.index.meta import IndexMeta, moved_meta
 
 SearchMode = Literal["hybrid", "bm25", "knn"]
 Fusion = Literal["rrf", "linear"]
@@ -125,80 +126,25 @@ class HybridSearch:
             return self._search(text, options or SearchOptions())
 
     def _search(self, text: str, options: SearchOptions) -> list[Hit]:
-        kind = self.engine.info().kind
         if options.mode == "bm25":
             return self._run({"size": options.k, "query": self._bm25(text, options)})
+        dialect = dialect_for(self.engine.info())
         vector = self._vector(text, options)
-        if kind == "opensearch":
-            return self._opensearch(text, vector, options)
-        return self._elasticsearch(text, vector, options)
+        field = self.meta.vector_field
+        if options.mode == "knn":
+            return self._run(
+                {"size": options.k, **dialect.knn_body(field, vector, options.k, options.filter)}
+            )
+        bodies = dialect.hybrid_bodies(self._bm25(text, options), field, vector, options)
+        if len(bodies) == 1:
+            return self._run({"size": options.k, **bodies[0]})
+        lexical, semantic = (self._run({"size": options.window, **body}) for body in bodies)
+        return fuse(lexical, semantic, options)
 
     def _run(self, body: dict, params: dict | None = None) -> list[Hit]:
         body = {"_source": {"excludes": [self.meta.vector_field]}, **body}
         answer = self.engine.request("POST", f"/{self.meta.alias}/_search", body, params)
         return [Hit(h["_id"], h["_score"] or 0.0, h["_source"]) for h in answer["hits"]["hits"]]
-
-    # OpenSearch: knn query, and the hybrid query with an inline search pipeline.
-    def _os_knn(self, vector: list[float], options: SearchOptions, k: int) -> dict:
-        knn: dict = {"vector": vector, "k": k}
-        if options.filter:
-            knn["filter"] = options.filter
-        return {"knn": {self.meta.vector_field: knn}}
-
-    def _opensearch(self, text: str, vector: list[float], options: SearchOptions) -> list[Hit]:
-        if options.mode == "knn":
-            return self._run({"size": options.k, "query": self._os_knn(vector, options, options.k)})
-        if options.fusion == "rrf":
-            processor = {
-                "score-ranker-processor": {
-                    "combination": {"technique": "rrf", "rank_constant": options.rrf_k}
-                }
-            }
-        else:
-            processor = {
-                "normalization-processor": {
-                    "normalization": {"technique": options.normalization},
-                    "combination": {
-                        "technique": "arithmetic_mean",
-                        "parameters": {"weights": list(options.weights)},
-                    },
-                }
-            }
-        body = {
-            "size": options.k,
-            "query": {
-                "hybrid": {
-                    "pagination_depth": options.window,
-                    "queries": [
-                        self._bm25(text, options),
-                        self._os_knn(vector, options, options.window),
-                    ],
-                }
-            },
-            "search_pipeline": {"phase_results_processors": [processor]},
-        }
-        return self._run(body)
-
-    # Elasticsearch: two searches fused here (basic license).
-    def _es_knn(self, vector: list[float], options: SearchOptions, k: int) -> dict:
-        knn: dict = {
-            "field": self.meta.vector_field,
-            "query_vector": vector,
-            "k": k,
-            "num_candidates": max(k * 2, 100),
-        }
-        if options.filter:
-            knn["filter"] = options.filter
-        return knn
-
-    def _elasticsearch(self, text: str, vector: list[float], options: SearchOptions) -> list[Hit]:
-        if options.mode == "knn":
-            return self._run({"size": options.k, "knn": self._es_knn(vector, options, options.k)})
-        lexical = self._run({"size": options.window, "query": self._bm25(text, options)})
-        semantic = self._run(
-            {"size": options.window, "knn": self._es_knn(vector, options, options.window)}
-        )
-        return fuse(lexical, semantic, options)
 
 
 def fuse(lexical: list[Hit], semantic: list[Hit], options: SearchOptions) -> list[Hit]:

@@ -1,4 +1,7 @@
-"""JSON templates (``mappings/``, ``pipelines/``) rendered with the bridge's parameters.
+"""JSON templates (``bridge/templates/mappings``, ``.../pipelines``) rendered with parameters.
+
+They are package data, read through ``importlib.resources``: the same in a checkout, an
+editable install and an installed wheel.
 
 A string that is exactly ``{{name}}`` (value or key) becomes the parameter itself, with its
 type; ``{{name}}`` inside a longer string is replaced by its text.
@@ -8,9 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 _WHOLE = re.compile(r"^\{\{(\w+)\}\}$")
@@ -21,19 +23,13 @@ class TemplateError(KeyError):
     pass
 
 
-def _roots() -> list[Path]:
-    repo = Path(__file__).resolve().parents[2]
-    return [repo, Path(sys.prefix) / "share" / "embedding-bridge"]
-
-
 @cache
 def load(kind: str, name: str) -> Any:
     """The raw template ``kind/name.json`` (kind: ``mappings`` or ``pipelines``)."""
-    for root in _roots():
-        path = root / kind / f"{name}.json"
-        if path.exists():
-            return json.loads(path.read_text())
-    raise FileNotFoundError(f"template {kind}/{name}.json not found under {_roots()}")
+    resource = files("bridge") / "templates" / kind / f"{name}.json"
+    if not resource.is_file():
+        raise FileNotFoundError(f"template {kind}/{name}.json is not in the bridge package")
+    return json.loads(resource.read_text(encoding="utf-8"))
 
 
 def render(template: Any, params: dict[str, Any]) -> Any:

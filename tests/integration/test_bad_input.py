@@ -85,7 +85,7 @@ def test_wrong_dimension_at_the_engine_is_a_clear_failure(opensearch_url, qwen3_
     embedder = EmbeddingClient(qwen3_server.url)
     meta, _ = setup_index(engine, embedder, "wrong-dim", 64, "bridge", replicas=0)
     lying = replace(meta, dim=32)  # metadata that disagrees with the mapping
-    indexer = Indexer(engine, lying, embedder, progress=False, retry_for=2, target=meta.index)
+    indexer = Indexer(engine, lying, embedder, progress=False, retry_for=2, follow_alias=False)
     summary = indexer.ingest(as_docs([{"_id": f"w{i}", "text": "cats"} for i in range(3)]))
     assert summary.indexed == 0 and len(summary.failed) == 3
     assert all("engine refused" in f.reason and "dimension" in f.reason for f in summary.failed)

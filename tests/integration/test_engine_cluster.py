@@ -9,9 +9,9 @@ from opensearchpy import OpenSearch
 
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
-from bridge.engines import cluster
 from bridge.index.ingest import Indexer
 from bridge.index.setup import setup_index
+from bridge.nodes import cluster
 
 from conftest import free_port_pair
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from bridge.cli import main
 from bridge.clients.engine import EngineClient
-from bridge.index.setup import read_meta
+from bridge.index.meta import read_meta
 
 from conftest import live_server, make_service
 
@@ -59,7 +59,7 @@ def test_eval_and_tune_save_a_profile_that_search_uses(beir, opensearch_url, tmp
         result = CliRunner().invoke(
             main,
             ["eval", *common, "--corpus", str(corpus), "--queries", str(queries),
-             "--qrels", str(qrels), "--index", "beir-tiny", "--tune", "--json", str(out)],
+             "--qrels", str(qrels), "--index", "beir-tiny", "--tune", "--output", str(out)],
         )  # fmt: skip
         assert result.exit_code == 0, result.output
         report = json.loads(out.read_text())
@@ -73,6 +73,17 @@ def test_eval_and_tune_save_a_profile_that_search_uses(beir, opensearch_url, tmp
             meta = read_meta(engine, "beir-tiny")
         assert meta.search_profile == report["tuned"]["profile"]
         assert "saved search profile" in result.output
+
+        printed = CliRunner().invoke(
+            main,
+            ["eval", *common, "--corpus", str(corpus), "--queries", str(queries),
+             "--qrels", str(qrels), "--index", "beir-tiny", "--modes", "bm25", "--json"],
+        )  # fmt: skip
+        assert printed.exit_code == 0, printed.output
+        assert json.loads(printed.stdout) == {
+            "index": "beir-tiny",
+            "modes": {"bm25": modes["bm25"]},
+        }
 
         found = CliRunner().invoke(
             main, ["search", *common, "QZX-17", "--index", "beir-tiny", "--json"]

@@ -16,9 +16,9 @@ import pytest
 
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
-from bridge.engines import cluster
 from bridge.index.ingest import Indexer, as_docs
 from bridge.index.setup import setup_index
+from bridge.nodes import cluster
 from bridge.server.app import ServerSettings
 
 from conftest import (

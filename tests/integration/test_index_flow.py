@@ -11,8 +11,9 @@ import pytest
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.index.ingest import Indexer, read_jsonl
+from bridge.index.meta import SetupError, read_meta
 from bridge.index.search import HybridSearch, SearchOptions
-from bridge.index.setup import SetupError, read_meta, setup_index
+from bridge.index.setup import setup_index
 
 from conftest import live_server, make_service
 

@@ -16,9 +16,10 @@ import pytest
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.index.ingest import Indexer, as_docs
+from bridge.index.meta import read_meta
 from bridge.index.reindex import Reindexer, ReindexError, plan_reindex, truncate
 from bridge.index.search import HybridSearch, SearchOptions
-from bridge.index.setup import read_meta, setup_index
+from bridge.index.setup import setup_index
 
 from conftest import live_server, make_service
 from tiny_qwen3 import WORDS, build_tiny_qwen3

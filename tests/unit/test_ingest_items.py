@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from bridge.index.ingest import Indexer, as_docs
-from bridge.index.setup import IndexMeta
+from bridge.index.meta import IndexMeta
 
 
 class StubEngine:

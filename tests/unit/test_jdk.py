@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.engines import jdk
+from bridge.nodes import jdk
 
 
 def fake_jdk(root: Path, version: str) -> Path:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.engines import maven
-from bridge.engines.maven import Artifact, DownloadError, fetch
+from bridge.nodes import maven
+from bridge.nodes.maven import Artifact, DownloadError, fetch
 
 
 @pytest.fixture()

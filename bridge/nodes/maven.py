@@ -138,7 +138,7 @@ def _verify(
         source = f"the {algorithm} published on Maven Central"
     elif artifact.path in PINNED:
         algorithm, expected = "sha256", PINNED[artifact.path]
-        source = "the sha256 pinned in bridge/engines/checksums.json"
+        source = "the sha256 pinned in bridge/nodes/checksums.json"
     else:
         digest = _digest(partial, "sha256")
         if require:

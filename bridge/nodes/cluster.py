@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from bridge.engines.distribution import DEFAULT_PORTS, Distribution, distribution
-from bridge.engines.jdk import Java, find_java
-from bridge.engines.maven import fetch
+from bridge.nodes.distribution import DEFAULT_PORTS, Distribution, distribution
+from bridge.nodes.jdk import Java, find_java
+from bridge.nodes.maven import fetch
 
 ENGINE_USER = "bridge"
 

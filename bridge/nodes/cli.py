@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from bridge.engines import cluster
-from bridge.engines.distribution import DEFAULT_PORTS, UnknownEngine
-from bridge.engines.jdk import JavaNotFound
-from bridge.engines.maven import DownloadError
+from bridge.nodes import cluster
+from bridge.nodes.distribution import DEFAULT_PORTS, UnknownEngine
+from bridge.nodes.jdk import JavaNotFound
+from bridge.nodes.maven import DownloadError
 
 ENGINES = click.Choice(["opensearch", "elasticsearch"])
 _FAILURES = (cluster.EngineError, DownloadError, JavaNotFound, UnknownEngine, OSError)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bridge.engines.maven import Artifact
+from bridge.nodes.maven import Artifact
 
 OPENSEARCH_VERSION = "3.6.0"  # newest with k-NN, ml-commons, neural-search on Central
 ELASTICSEARCH_VERSION = "9.5.4"  # newest 9.x integ-test-zip on Central
@@ -34,6 +34,7 @@ class Distribution:
     plugin_tool: str = "opensearch-plugin"
     config_file: str = "opensearch.yml"
     initial_managers_key: str = "cluster.initial_cluster_manager_nodes"
+    engine_settings: dict[str, object] = field(default_factory=dict)  # added to settings()
 
     @property
     def home_name(self) -> str:
@@ -46,17 +47,7 @@ class Distribution:
             "cluster.routing.allocation.disk.threshold_enabled": False,
             "action.destructive_requires_name": False,
         }
-        if self.engine == "opensearch":
-            common.update(
-                {
-                    # A local node must run ML tasks itself (there are no ML nodes).
-                    "plugins.ml_commons.only_run_on_ml_node": False,
-                    "plugins.ml_commons.native_memory_threshold": 100,
-                }
-            )
-        else:
-            common.update({"xpack.security.enabled": False})
-        return common
+        return {**common, **self.engine_settings}
 
 
 def opensearch(version: str = OPENSEARCH_VERSION) -> Distribution:
@@ -83,6 +74,11 @@ def opensearch(version: str = OPENSEARCH_VERSION) -> Distribution:
         plugins=plugins,
         java_min=21 if major >= 3 else 11,
         java_max=None if major >= 3 else 21,
+        engine_settings={
+            # A local node must run ML tasks itself (there are no ML nodes).
+            "plugins.ml_commons.only_run_on_ml_node": False,
+            "plugins.ml_commons.native_memory_threshold": 100,
+        },
     )
 
 
@@ -102,13 +98,13 @@ def elasticsearch(version: str = ELASTICSEARCH_VERSION) -> Distribution:
         launcher="elasticsearch",
         plugin_tool="elasticsearch-plugin",
         config_file="elasticsearch.yml",
+        engine_settings={"xpack.security.enabled": False},
         initial_managers_key="cluster.initial_master_nodes",
     )
 
 
 def distribution(engine: str, version: str | None = None) -> Distribution:
-    if engine == "opensearch":
-        return opensearch(version or OPENSEARCH_VERSION)
-    if engine == "elasticsearch":
-        return elasticsearch(version or ELASTICSEARCH_VERSION)
-    raise UnknownEngine(f"unknown engine {engine!r}: use opensearch or elasticsearch")
+    factory = {"opensearch": opensearch, "elasticsearch": elasticsearch}.get(engine)
+    if factory is None:
+        raise UnknownEngine(f"unknown engine {engine!r}: use opensearch or elasticsearch")
+    return factory(version) if version else factory()

@@ -1,0 +1,81 @@
+"""The protocol every engine dialect implements: mapping, ingest wiring, queries, reindex."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Literal
+
+from bridge.clients.engine import EngineClient, EngineInfo
+from bridge.index.meta import SetupError
+
+if TYPE_CHECKING:
+    from bridge.index.meta import IndexMeta
+    from bridge.index.search import SearchOptions
+
+IngestMode = Literal["bridge", "native"]
+
+
+class Dialect(ABC):
+    """What differs between engines; everything else is shared REST."""
+
+    def __init__(self, info: EngineInfo) -> None:
+        self.info = info
+
+    # -- index ------------------------------------------------------------------------
+    @abstractmethod
+    def mapping_body(
+        self,
+        meta: IndexMeta,
+        analyzer: str,
+        index_type: str | None,
+        shards: int,
+        replicas: int,
+    ) -> dict:
+        """The body of ``PUT /INDEX`` for ``meta`` (settings, mappings, ``_meta``)."""
+
+    # -- ingest -----------------------------------------------------------------------
+    @abstractmethod
+    def choose_ingest(self, mode: Literal["auto", "native"]) -> tuple[IngestMode, list[str]]:
+        """The ingest mode for ``--mode auto|native`` and notes on the choice; raises
+        ``SetupError`` when native ingest is asked for and cannot be had."""
+
+    def wire_native_ingest(
+        self,
+        engine: EngineClient,
+        meta: IndexMeta,
+        bridge_url: str,
+        api_key: str | None,
+        batch_size: int,
+    ) -> None:
+        """Make the engine embed at ingest (a default pipeline that calls the bridge) and
+        record it in ``meta``."""
+        raise SetupError(f"native ingest is not built for {self.info.kind}; use --mode bridge")
+
+    # -- search -----------------------------------------------------------------------
+    @abstractmethod
+    def knn_body(self, field: str, vector: list[float], k: int, filter: dict | None) -> dict:
+        """A search body (without ``size``) whose hits are the ``k`` nearest vectors."""
+
+    @abstractmethod
+    def hybrid_bodies(
+        self, lexical: dict, field: str, vector: list[float], options: SearchOptions
+    ) -> list[dict]:
+        """One body when the engine fuses BM25 and kNN itself; two (lexical, semantic)
+        when the bridge fuses their results."""
+
+    # -- reindex ----------------------------------------------------------------------
+    def vector_source_params(self) -> dict | None:
+        """Query parameters that make ``_search`` return vectors in ``_source``."""
+        return None
+
+    def has_scripted_reindex(self, engine: EngineClient) -> bool:
+        """Whether every node has the reindex and painless modules (``_reindex`` with a
+        script), so truncation runs on the engine."""
+        answer = engine.request(
+            "GET", "/_nodes/plugins", params={"filter_path": "nodes.*.modules.name"}
+        )
+        names: list[set[str]] = []
+        for node in (answer or {}).get("nodes", {}).values():
+            names.append({m["name"] for m in node.get("modules", [])})
+        modules = set.intersection(*names) if names else set()
+        return {"reindex", "lang-painless"} <= modules

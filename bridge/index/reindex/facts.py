@@ -1,0 +1,47 @@
+"""Gathering, in one place, what the reindex planner needs from the engine and the service."""
+
+from __future__ import annotations
+
+import time
+
+from bridge.clients.embedding import EmbeddingClient
+from bridge.clients.engine import EngineClient
+from bridge.clients.errors import ClientError
+from bridge.index.dialects import dialect_for
+from bridge.index.meta import physical_name, read_meta
+from bridge.index.reindex.plan import Facts
+
+
+def gather(engine: EngineClient, embedder: EmbeddingClient | None, alias: str, dim: int) -> Facts:
+    """Read the facts for reindexing ``alias`` to ``dim`` (nothing is changed)."""
+    current = read_meta(engine, alias)
+    behind = engine.request("GET", f"/_alias/{alias}", missing_ok=True) or {}
+    target_name = physical_name(alias, dim)
+    resumed_source = None
+    if current is not None and current.reindex and current.index == target_name:
+        resumed_source = read_meta(engine, current.reindex["source"])
+    counts = {
+        meta.index: engine.request("GET", f"/{meta.index}/_count")["count"]
+        for meta in (current, resumed_source)
+        if meta is not None
+    }
+    service, service_error = None, None
+    if embedder is None:
+        service_error = "no embedding service given"
+    else:
+        try:
+            service = embedder.model_info()
+        except ClientError as exc:
+            service_error = str(exc)
+    return Facts(
+        current=current,
+        alias_indices=set(behind),
+        target=read_meta(engine, target_name),
+        target_exists=engine.exists(f"/{target_name}"),
+        resumed_source=resumed_source,
+        counts=counts,
+        service=service,
+        service_error=service_error,
+        scripted_reindex=dialect_for(engine.info()).has_scripted_reindex(engine),
+        now=time.time(),
+    )

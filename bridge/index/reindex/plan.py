@@ -1,0 +1,180 @@
+"""Choosing what ``bridge reindex`` does: a pure function of facts gathered beforehand.
+
+``plan(facts, request)`` does no I/O: every method choice and every refusal is decided
+from ``Facts`` (see ``facts.gather``), so each can be tested without an engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from bridge.clients.embedding import ModelInfo
+from bridge.index.meta import IndexMeta, physical_name
+from bridge.index.reindex.checkpoint import Checkpoint
+
+Method = Literal["engine", "scroll", "re-embed"]
+Prefer = Literal["auto", "from-vectors", "re-embed"]
+
+SAMPLE_SIZE = 20  # documents whose vectors are checked before and after the swap
+
+
+class ReindexError(RuntimeError):
+    """The reindex cannot go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Request:
+    alias: str
+    dim: int
+    prefer: Prefer = "auto"
+    delete_old: bool = False
+
+
+@dataclass
+class Facts:
+    """What the planner needs from the engine and the embedding service."""
+
+    current: IndexMeta | None  # the metadata behind the alias
+    alias_indices: set[str]  # the physical indices the alias points at
+    target: IndexMeta | None  # the metadata of NAME-dD, if that index exists
+    target_exists: bool  # NAME-dD exists (with or without bridge metadata)
+    resumed_source: IndexMeta | None  # the source named by the current index's checkpoint
+    counts: dict[str, int]  # documents per index the plan may read from
+    service: ModelInfo | None  # the embedding service's model, if it answered
+    service_error: str | None  # why not, when it did not
+    scripted_reindex: bool  # the engine can truncate in a scripted _reindex
+    now: float  # epoch seconds, the new index's created_at
+
+
+@dataclass
+class Plan:
+    alias: str
+    source: IndexMeta
+    target: IndexMeta
+    method: Method
+    reason: str
+    documents: int
+    delete_old: bool
+    resume: Checkpoint | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        how = {
+            "engine": "truncate + re-normalise on the engine (scripted _reindex), no GPU work",
+            "scroll": "truncate + re-normalise in the bridge (paged read + bulk), no GPU work",
+            "re-embed": "re-embed the text through the embedding service",
+        }[self.method]
+        lines = [
+            f"alias {self.alias}: {self.source.index} ({self.source.dim} dims, "
+            f"{self.documents} documents) -> {self.target.index} ({self.target.dim} dims)",
+            f"method: {self.method}: {how} ({self.reason})",
+        ]
+        if self.resume:
+            lines.append(
+                f"resume: phase {self.resume.phase.value}, {self.resume.copied} copied so far"
+            )
+        if self.source.mode == "native":
+            lines.append(f"ingest pipeline for {self.target.index} (native mode, as the source)")
+        lines += [
+            "catch-up: documents written meanwhile (bridge.indexed_at) are copied before and "
+            "after the alias moves",
+            f"checks: document counts and {SAMPLE_SIZE} sampled vectors",
+            f"alias {self.alias} moves atomically to {self.target.index}; {self.source.index} is "
+            + ("deleted" if self.delete_old else "kept (delete it later, or pass --delete-old)"),
+        ]
+        return lines + [f"note: {n}" for n in self.notes]
+
+
+def truncation_problem(
+    source: IndexMeta, dim: int, info: ModelInfo | None, service_error: str | None
+) -> str | None:
+    """Why the wider vectors cannot simply be truncated to ``dim`` (None: they can)."""
+    if source.dim <= dim:
+        return f"{source.dim}-dimensional vectors cannot give {dim}"
+    if info is None:
+        return (
+            f"the service cannot confirm that {source.model} allows {dim} dimensions "
+            f"({service_error})"
+        )
+    if info.name != source.model:
+        return f"the service serves {info.name!r}, the vectors are from {source.model!r}"
+    if not info.min_dimension <= dim <= info.max_dimension:
+        return f"{info.name} gives {info.min_dimension}..{info.max_dimension} dimensions"
+    return None
+
+
+def _source_and_resumed(facts: Facts, request: Request) -> tuple[IndexMeta, IndexMeta | None]:
+    """The index to copy from, and the new index's metadata when resuming a run."""
+    alias, current = request.alias, facts.current
+    if current is None:
+        raise ReindexError(f"{alias} was not set up by the bridge (or does not exist)")
+    if current.index not in facts.alias_indices:
+        raise ReindexError(f"{alias} is not an alias of {current.index}; run bridge setup")
+    target_name = physical_name(alias, request.dim)
+    if current.reindex and current.index == target_name:  # stopped right after the swap
+        if facts.resumed_source is None:
+            raise ReindexError(f"{current.reindex['source']} is gone; nothing to resume")
+        return facts.resumed_source, current
+    if current.index == target_name:
+        raise ReindexError(f"{alias} already serves {request.dim}-dimensional vectors")
+    existing = facts.target
+    if existing is not None and (existing.reindex or {}).get("source") == current.index:
+        return current, existing
+    if facts.target_exists:
+        raise ReindexError(
+            f"{target_name} already exists (kept from an earlier run?): it would be "
+            f"stale; delete it (DELETE /{target_name}) and run again"
+        )
+    return current, None
+
+
+def plan(facts: Facts, request: Request) -> Plan:
+    """What ``bridge reindex`` will do, or a ``ReindexError`` saying why it cannot."""
+    source, existing = _source_and_resumed(facts, request)
+    dim, prefer, info = request.dim, request.prefer, facts.service
+    problem = truncation_problem(source, dim, info, facts.service_error)
+    notes: list[str] = []
+    method: Method
+    resume = Checkpoint.from_stored(existing.reindex) if existing and existing.reindex else None
+    if resume is not None:
+        method, reason = resume.method, "resuming the interrupted run"  # type: ignore[assignment]
+    elif prefer == "re-embed":
+        method, reason = "re-embed", "--re-embed"
+    elif problem is None or (prefer == "from-vectors" and info is None and source.dim > dim):
+        if problem:
+            notes.append(problem + "; truncating anyway (--from-vectors)")
+        if facts.scripted_reindex:
+            method, reason = "engine", f"{source.model} vectors are Matryoshka-truncatable"
+        else:
+            method = "scroll"
+            reason = "the engine lacks the reindex/painless modules, so the bridge truncates"
+    elif prefer == "from-vectors":
+        raise ReindexError(f"--from-vectors is not possible: {problem}; use --re-embed")
+    else:
+        method, reason = "re-embed", str(problem)
+    if method == "re-embed" or source.mode == "native":
+        if info is None:
+            why = "to re-embed" if method == "re-embed" else "the new index embeds at ingest"
+            raise ReindexError(f"the embedding service is needed ({why}): {facts.service_error}")
+        if not info.min_dimension <= dim <= info.max_dimension:
+            raise ReindexError(
+                f"{info.name} gives {info.min_dimension}..{info.max_dimension} dimensions, "
+                f"not {dim}"
+            )
+    model = info.name if (method == "re-embed" and info is not None) else source.model
+    target = existing or replace(
+        source,
+        dim=dim,
+        model=model,
+        mode="bridge",
+        pipeline=None,
+        model_id=None,
+        created_at=facts.now,
+        reindex=None,
+    )
+    documents = facts.counts[source.index]
+    return Plan(
+        request.alias, source, target, method, reason, documents, request.delete_old, resume,
+        notes,
+    )  # fmt: skip

@@ -1,0 +1,1 @@
+"""Local OpenSearch and Elasticsearch nodes: JVM distributions from Maven Central, on loopback."""
