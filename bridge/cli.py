@@ -33,8 +33,9 @@ def _setup_logging(level: str) -> None:
 def main() -> None:
     """The embedding bridge: Qwen3-Embedding on your GPU, wired into Elasticsearch and OpenSearch.
 
-    Every option can also be set as an environment variable named BRIDGE_<OPTION>
-    (for example BRIDGE_MODEL, BRIDGE_PORT, BRIDGE_API_KEYS).
+    Options can also be set as environment variables named BRIDGE_<OPTION> (for example
+    BRIDGE_MODEL, BRIDGE_PORT, BRIDGE_ENGINE_URL, BRIDGE_BRIDGE_URL); each command's --help
+    names the variable of every option that has one.
     """
 
 
@@ -275,6 +276,19 @@ def _check_port_free(host: str, port: int) -> None:
 
 main.add_command(engine)
 register_index_commands(main)
+
+
+def _show_envvars(group: click.Group) -> None:
+    """List each option's environment variable in --help, so help and behaviour agree."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _show_envvars(command)
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar:
+                param.show_envvar = True
+
+
+_show_envvars(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

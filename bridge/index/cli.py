@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -49,7 +50,8 @@ def connection_options(func):
                      help="CA bundle to verify the engine's TLS certificate."),
         click.option("--insecure", is_flag=True, envvar="BRIDGE_ENGINE_INSECURE",
                      help="Do not verify the engine's TLS certificate."),
-        click.option("--bridge-url", "bridge_urls", envvar="BRIDGE_URL", multiple=True,
+        click.option("--bridge-url", "bridge_urls", envvar=["BRIDGE_BRIDGE_URL", "BRIDGE_URL"],
+                     multiple=True,
                      default=["http://127.0.0.1:8000"], show_default=True,
                      help="Embedding service URL; repeat for fail-over."),
         click.option("--bridge-api-key", envvar="BRIDGE_API_KEY", default=None,
@@ -87,6 +89,53 @@ def connection_options(func):
     return wrapper
 
 
+def _check_input_file(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """FILE must exist; ``-`` (the default) must be piped, not a terminal waiting."""
+    if value == "-":
+        if sys.stdin.isatty():
+            raise click.UsageError(
+                "no FILE given and standard input is a terminal: pass a JSONL file, or pipe "
+                "one in (cat docs.jsonl | bridge ingest - --index NAME)",
+                ctx,
+            )
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise click.BadParameter(f"{value}: no such file", ctx, param)
+    return value
+
+
+def _parse_weights(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(w) for w in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 2 or min(parts) < 0 or sum(parts) <= 0:
+        raise click.BadParameter(
+            f"{value!r}: give two non-negative numbers bm25,knn (e.g. 0.3,0.7)", ctx, param
+        )
+    return parts  # type: ignore[return-value]
+
+
+def _parse_filter(ctx: click.Context, param: click.Parameter, value: str | None) -> dict | None:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        why = f"not valid JSON ({exc.msg}, column {exc.colno})"
+        raise click.BadParameter(why, ctx, param) from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(
+            "a query DSL object is needed, e.g. '{\"term\": {...}}'", ctx, param
+        )
+    return parsed
+
+
 def _meta_or_fail(engine: EngineClient, index: str):
     meta = read_meta(engine, index)
     if meta is None:
@@ -122,7 +171,10 @@ def _meta_or_fail(engine: EngineClient, index: str):
 )
 @click.option("--shards", type=int, default=default_of(setup_index, "shards"), show_default=True)
 @click.option(
-    "--replicas", type=int, default=default_of(setup_index, "replicas"), show_default=True
+    "--replicas",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Replica shards [default: 1 where the cluster has two data nodes or more, else 0].",
 )
 @click.option(
     "--engine-bridge-url",
@@ -158,7 +210,7 @@ def setup(
 
 @click.command()
 @connection_options
-@click.argument("file", default="-")
+@click.argument("file", default="-", callback=_check_input_file)
 @click.option("--index", required=True, help="Alias set up with bridge setup.")
 @click.option(
     "--batch-size", type=int, default=default_of(Indexer, "batch_size"), show_default=True
@@ -195,6 +247,9 @@ def ingest(
     )  # fmt: skip
     summary = ingest_file(indexer, file, dead_letter_input=retry_dead_letter)
     engine.request("POST", f"/{meta.alias}/_refresh")
+    if not (summary.indexed or summary.skipped or summary.failed):
+        shown = "standard input" if file == "-" else file
+        raise click.ClickException(f"{shown} holds no documents (one JSON object a line)")
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
     else:
@@ -231,9 +286,18 @@ def ingest(
     default=None,
     help=f"How hybrid combines the halves [default: profile, else {SearchOptions.fusion}].",
 )
-@click.option("--weights", default=None, help="Linear weights bm25,knn (e.g. 0.3,0.7).")
 @click.option(
-    "--filter", "filter_json", default=None, help="Query DSL filter (JSON) for both halves."
+    "--weights",
+    default=None,
+    callback=_parse_weights,
+    help="Linear weights bm25,knn (e.g. 0.3,0.7).",
+)
+@click.option(
+    "--filter",
+    "filter_json",
+    default=None,
+    callback=_parse_filter,
+    help="Query DSL filter (JSON) for both halves.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 def search(engine, embedder, text, index, mode, k, fusion, weights, filter_json, as_json) -> None:
@@ -242,13 +306,14 @@ def search(engine, embedder, text, index, mode, k, fusion, weights, filter_json,
     options = SearchOptions.from_profile(
         meta.search_profile,
         mode=mode, k=k, fusion=fusion,
-        weights=tuple(float(w) for w in weights.split(",")) if weights else None,
-        filter=json.loads(filter_json) if filter_json else None,
+        weights=weights, filter=filter_json,
     )  # fmt: skip
     hits = HybridSearch(engine, embedder, meta).search(text, options)
     if as_json:
         click.echo(json.dumps([{"id": h.id, "score": h.score, "source": h.source} for h in hits]))
         return
+    if not hits:
+        click.echo(f"no hits for {text!r} in {meta.alias} ({options.mode})", err=True)
     for rank, hit in enumerate(hits, start=1):
         snippet = str(hit.source.get(meta.text_field, ""))[:100].replace("\n", " ")
         click.echo(f"{rank:2d}. {hit.score:.4f}  {hit.id}  {snippet}")

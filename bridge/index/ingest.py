@@ -71,7 +71,7 @@ def read_jsonl(stream: IO[str] | IO[bytes]) -> Iterator[tuple[int, dict | Failur
         try:
             doc = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield number, Failure(number, None, f"invalid JSON: {exc.msg} at column {exc.colno}")
+            yield number, Failure(number, None, f"invalid JSON ({exc.msg}, column {exc.colno})")
             continue
         if not isinstance(doc, dict):
             yield number, Failure(number, None, "a line must hold a JSON object")
@@ -113,7 +113,11 @@ def prepare_item(
 ) -> BulkItem | Failure:
     """The item to write for ``doc`` (without its vector), or why it cannot be written."""
     text = doc.get(meta.text_field)
-    if not isinstance(text, str) or not text.strip():
+    if text is not None and not isinstance(text, str):
+        kind = type(text).__name__
+        why = f"'{meta.text_field}' must be a string, not {kind} ({json.dumps(text)[:40]})"
+        return Failure(line, id_of(doc, id_field), why, doc)
+    if not text or not text.strip():
         return Failure(line, id_of(doc, id_field), f"missing or empty '{meta.text_field}'", doc)
     embed_text = joined_text(doc, text_fields or default_text_fields(meta))
     body = {k: v for k, v in doc.items() if k not in ID_FIELDS and k != meta.vector_field}

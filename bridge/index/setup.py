@@ -48,12 +48,19 @@ def setup_index(
     analyzer: str = "standard",
     index_type: str | None = None,
     shards: int = 1,
-    replicas: int = 1,
+    replicas: int | None = None,
     batch_size: int = 32,
 ) -> tuple[IndexMeta, list[str]]:
-    """Create (or find) ``alias-dD`` and its wiring; returns its metadata and notes."""
+    """Create (or find) ``alias-dD`` and its wiring; returns its metadata and notes.
+    ``replicas`` None: 1 where the cluster has two data nodes or more, else 0."""
     notes: list[str] = []
     info = engine.info()
+    current = engine.request("GET", f"/_alias/{alias}", missing_ok=True) or {}
+    if not current and engine.exists(f"/{alias}"):  # checked before anything is created
+        raise SetupError(
+            f"an index named {alias} exists; the bridge needs {alias} as an alias: "
+            "pick another --index, or reindex that index into the bridge's"
+        )
     model = check_service_dimension(embedder, dim)
     index = physical_name(alias, dim)
 
@@ -78,6 +85,8 @@ def setup_index(
         if engine.exists(f"/{index}"):
             raise SetupError(f"{index} exists but was not made by the bridge; not touching it")
         meta = IndexMeta(alias, dim, model, text_field, vector_field)
+        if replicas is None:
+            replicas = _default_replicas(engine, notes)
         body = dialect.mapping_body(meta, analyzer, index_type, shards, replicas)
         engine.request("PUT", f"/{index}", body)
         notes.append(f"created {index}")
@@ -88,6 +97,18 @@ def setup_index(
     write_meta(engine, meta)
     _point_alias(engine, alias, index, notes)
     return meta, notes
+
+
+def _default_replicas(engine: EngineClient, notes: list[str]) -> int:
+    """One replica where a second data node can hold it; none on a one-node cluster,
+    where a replica could never be placed and the index would stay yellow."""
+    data_nodes = int(engine.request("GET", "/_cluster/health").get("number_of_data_nodes", 1))
+    replicas = min(1, max(0, data_nodes - 1))
+    notes.append(
+        f"{replicas} replica{'s' if replicas != 1 else ''} ({data_nodes} data "
+        f"node{'s' if data_nodes != 1 else ''}; --replicas sets another number)"
+    )
+    return replicas
 
 
 def _point_alias(engine: EngineClient, alias: str, index: str, notes: list[str]) -> None:

@@ -216,3 +216,19 @@ def test_dead_letter_then_replay_loses_nothing(bridge, opensearch_url, tmp_path)
         )
         engine.request("POST", "/replay/_refresh")
         assert engine.request("GET", "/replay/_count")["count"] == len(DOCS)
+
+
+def test_setup_on_one_node_picks_no_replica_and_checks_the_alias_first(bridge, opensearch_url):
+    bridge_url, embedder = bridge
+    engine = EngineClient(opensearch_url)
+    meta, notes = setup_index(engine, embedder, "flow-replicas", 384, "bridge")
+    settings = engine.request("GET", f"/{meta.index}/_settings")[meta.index]["settings"]
+    assert settings["index"]["number_of_replicas"] == "0"
+    assert any("0 replicas (1 data node" in n for n in notes), notes
+    health = engine.request("GET", f"/_cluster/health/{meta.index}")
+    assert health["status"] == "green"  # a replica on one node would keep it yellow
+
+    engine.request("PUT", "/flow-plain", {})  # an index, not an alias, by the name asked for
+    with pytest.raises(SetupError, match="an index named flow-plain exists"):
+        setup_index(engine, embedder, "flow-plain", 384, "bridge")
+    assert not engine.exists("/flow-plain-d384"), "a failed setup left its index behind"
