@@ -7,6 +7,7 @@ lack ``GET /`` (the Elasticsearch integ-test distribution).
 
 from __future__ import annotations
 
+import logging
 import ssl
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,8 +15,10 @@ from typing import Any, Literal
 import httpx
 import orjson
 
-from bridge.clients.errors import ClientError
+from bridge.clients.errors import RETRYABLE_STATUS, ClientError
 from bridge.clients.retry import DEFAULT_RETRY_SECONDS, call_with_retries
+
+log = logging.getLogger(__name__)
 
 EngineKind = Literal["elasticsearch", "opensearch"]
 
@@ -73,6 +76,7 @@ class EngineClient:
         )
         self.retry_for = retry_for
         self._info: EngineInfo | None = None
+        self._answered = False  # retry refused connections only once the engine has answered
 
     @property
     def safe_url(self) -> str:
@@ -101,13 +105,33 @@ class EngineClient:
         data = (
             content if content is not None else (orjson.dumps(body) if body is not None else None)
         )
-        try:
-            return call_with_retries(
-                lambda: self._http.request(
-                    method, self.url + path, content=data, params=params, headers=headers
-                ),
-                within=self.retry_for,
+
+        def attempt() -> httpx.Response:
+            response = self._http.request(
+                method, self.url + path, content=data, params=params, headers=headers
             )
+            self._answered = True
+            return response
+
+        def say(reason: str) -> None:
+            log.warning("retrying %s (%s) for up to %.0f s", self.safe_url, reason, self.retry_for)
+
+        try:
+            if not self._answered:  # a URL that never answered: a refused connection is final
+                try:
+                    first = attempt()
+                    if first.status_code not in RETRYABLE_STATUS:
+                        return first
+                    say(f"HTTP {first.status_code}")
+                except httpx.ConnectError as exc:
+                    raise ClientError(
+                        f"cannot reach the engine at {self.safe_url}: {exc}; is it running, "
+                        "and is this its URL? (bridge engine status lists the local ones)"
+                    ) from exc
+                except httpx.TransportError as exc:  # a timeout, a reset: retried below
+                    say(type(exc).__name__)
+                return call_with_retries(attempt, within=self.retry_for)
+            return call_with_retries(attempt, within=self.retry_for, on_retry=say)
         except httpx.TransportError as exc:
             raise ClientError(f"cannot reach the engine at {self.safe_url}: {exc}") from exc
 

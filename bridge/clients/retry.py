@@ -50,23 +50,42 @@ def _give_up(state: RetryCallState) -> httpx.Response:
     return state.outcome.result()  # the last response, or the last transport error raised
 
 
+def describe(state: RetryCallState) -> str:
+    """Why an attempt is retried: the transport error or the HTTP status."""
+    outcome = state.outcome
+    if outcome is None:
+        return "no answer"
+    if outcome.failed:
+        exc = outcome.exception()
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"HTTP {outcome.result().status_code}"
+
+
 def call_with_retries(
     send: Callable[[], httpx.Response],
     within: float = DEFAULT_RETRY_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[str], None] | None = None,
 ) -> httpx.Response:
     """Call ``send`` until its answer is not retryable or ``within`` seconds have passed
-    (0: one attempt).
+    (0: one attempt). ``on_retry`` hears the reason before the first retry (once), so a
+    user is told at once why a command waits.
 
     Returns the last response (which may still be a 429/5xx); raises the last
     transport error when no attempt got an answer.
     """
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None and state.attempt_number == 1:
+            on_retry(describe(state))
+
     retrying = Retrying(
         stop=stop_after_delay(within),
         wait=_wait,
         retry=retry_if_exception_type(httpx.TransportError)
         | retry_if_result(lambda r: r.status_code in RETRYABLE_STATUS),
         retry_error_callback=_give_up,
+        before_sleep=before_sleep,
         sleep=sleep,
     )
     return retrying(send)
