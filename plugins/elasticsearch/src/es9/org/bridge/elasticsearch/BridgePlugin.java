@@ -1,0 +1,17 @@
+/* Elasticsearch 9.x entry point: Processor.Factory.create takes a trailing ProjectId. */
+package org.bridge.elasticsearch;
+
+import org.elasticsearch.cluster.metadata.ProjectId;
+import org.elasticsearch.ingest.Processor;
+
+import java.util.Map;
+
+public final class BridgePlugin extends BridgePluginBase {
+    @Override
+    public Map<String, Processor.Factory> getProcessors(Processor.Parameters parameters) {
+        EmbeddingBatcher.Scheduler scheduler = scheduler(parameters);
+        Processor.Factory factory = (Map<String, Processor.Factory> factories, String tag, String description,
+            Map<String, Object> config, ProjectId projectId) -> EmbeddingProcessor.create(tag, description, config, scheduler);
+        return Map.of(EmbeddingProcessor.TYPE, factory);
+    }
+}
