@@ -9,6 +9,7 @@ import click
 
 from bridge.engines.cli import engine
 from bridge.index.cli import register as register_index_commands
+from bridge.plugin.cli import plugin
 
 
 def _setup_logging(level: str) -> None:
@@ -203,6 +204,7 @@ def serve(**opts) -> None:
 
 
 main.add_command(engine)
+main.add_command(plugin)
 register_index_commands(main)
 
 
