@@ -1,0 +1,128 @@
+"""The Elasticsearch ingest plugin on real 9.x and 8.x nodes: a plain _bulk gets its vectors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bridge.cli import main
+from bridge.engines.distribution import ELASTICSEARCH_8_VERSION, ELASTICSEARCH_VERSION
+
+from conftest import free_port, local_engine
+
+DOCS = [
+    {"title": "Red apples", "text": "apples are red and sweet"},
+    {"title": "same", "text": "same"},  # duplicates collapse, as in bridge-side ingest
+    {"text": "only a body here, no title"},
+    {"title": 'Tabs\tand "quotes"', "text": "line one\nline two \\ backslash"},
+]
+
+
+def joined(doc: dict) -> str:
+    parts = [doc[f] for f in ("title", "text") if isinstance(doc.get(f), str) and doc[f]]
+    return "\n".join(dict.fromkeys(parts))
+
+
+@pytest.fixture(scope="module", params=[ELASTICSEARCH_VERSION, ELASTICSEARCH_8_VERSION])
+def es(request) -> Iterator[str]:
+    with local_engine(
+        "elasticsearch", "BRIDGE_TEST_ES_PLUGIN_URL", heap="512m", version=request.param
+    ) as url:
+        yield url
+
+
+def make_index(es: str, name: str, url: str | list[str], dim: int, **options) -> None:
+    processor = {
+        "url": url,
+        "dimensions": dim,
+        "field": ["title", "text"],
+        "target_field": "embedding",
+        "linger_ms": 5,
+        "timeout_ms": 3000,
+        **options,
+    }
+    r = httpx.put(
+        f"{es}/_ingest/pipeline/{name}-pipe", json={"processors": [{"bridge_embedding": processor}]}
+    )
+    assert r.status_code == 200, r.text
+    mapping = {"properties": {"embedding": {"type": "dense_vector", "dims": dim}}}
+    r = httpx.put(
+        f"{es}/{name}",
+        json={
+            "settings": {"index.default_pipeline": f"{name}-pipe", "number_of_replicas": 0},
+            "mappings": mapping,
+        },
+    )
+    assert r.status_code == 200, r.text
+
+
+def bulk(es: str, name: str, docs: list[dict]) -> dict:
+    lines = []
+    for i, doc in enumerate(docs):
+        lines += [json.dumps({"index": {"_index": name, "_id": str(i)}}), json.dumps(doc)]
+    r = httpx.post(
+        f"{es}/_bulk?refresh=true",
+        content="\n".join(lines) + "\n",
+        headers={"Content-Type": "application/x-ndjson"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def stored_vectors(es: str, name: str) -> dict[str, list[float]]:
+    body = {"size": 100, "query": {"match_all": {}}}
+    major = int(httpx.get(f"{es}/_nodes/_local").json()["nodes"].popitem()[1]["version"][0])
+    if major >= 9:  # 9.x leaves vectors out of _source unless asked
+        body["_source"] = {"exclude_vectors": False}
+    r = httpx.post(f"{es}/{name}/_search", json=body)
+    assert r.status_code == 200, r.text
+    return {h["_id"]: h["_source"].get("embedding") for h in r.json()["hits"]["hits"]}
+
+
+def test_plain_bulk_gets_the_same_vectors_as_the_api(es, qwen3_server):
+    make_index(es, "plugin-vectors", qwen3_server.url, 32)
+    result = bulk(es, "plugin-vectors", DOCS)
+    assert not result["errors"], result
+    stored = stored_vectors(es, "plugin-vectors")
+    expected = httpx.post(
+        f"{qwen3_server.url}/v1/embeddings",
+        json={"input": [joined(d) for d in DOCS], "dimensions": 32, "input_type": "document"},
+    ).json()["data"]
+    assert len(stored) == len(DOCS)
+    for i, item in enumerate(expected):
+        got, want = np.asarray(stored[str(i)]), np.asarray(item["embedding"])
+        cosine = float(got @ want / np.linalg.norm(got) / np.linalg.norm(want))
+        assert cosine >= 0.9999, (i, cosine)
+
+
+def test_service_down_fails_every_item_with_url_and_cause(es):
+    dead = f"http://127.0.0.1:{free_port()}"
+    make_index(es, "plugin-down", [dead, dead + "/"], 32, timeout_ms=800)
+    result = bulk(es, "plugin-down", DOCS)
+    assert result["errors"]
+    for item in result["items"]:
+        error = item["index"]["error"]
+        assert dead in error["reason"] and "Connect" in error["reason"], error
+    count = httpx.get(f"{es}/plugin-down/_count").json()["count"]
+    assert count == 0  # no document without its vector
+
+
+def test_missing_text_fails_unless_ignore_missing(es, qwen3_server):
+    make_index(es, "plugin-missing", qwen3_server.url, 32)
+    result = bulk(es, "plugin-missing", [{"other": 1}])
+    assert "ignore_missing" in result["items"][0]["index"]["error"]["reason"]
+    make_index(es, "plugin-ignore", qwen3_server.url, 32, ignore_missing=True)
+    assert not bulk(es, "plugin-ignore", [{"other": 1}])["errors"]
+
+
+@pytest.mark.parametrize("version, message", [("9.5", "exact version"), ("7.17.0", "too old")])
+def test_wrong_version_is_refused_clearly(version, message):
+    result = CliRunner().invoke(main, ["plugin", "build", "--version", version])
+    assert result.exit_code != 0
+    assert message in result.output
