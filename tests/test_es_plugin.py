@@ -126,3 +126,36 @@ def test_wrong_version_is_refused_clearly(version, message):
     result = CliRunner().invoke(main, ["plugin", "build", "--version", version])
     assert result.exit_code != 0
     assert message in result.output
+
+
+def test_root_answers_like_a_full_node(es):
+    root = httpx.get(f"{es}/")
+    assert root.status_code == 200, root.text
+    body = root.json()
+    assert body["version"]["number"] in (ELASTICSEARCH_VERSION, ELASTICSEARCH_8_VERSION)
+    assert body["cluster_uuid"] and body["name"] and body["tagline"]
+    if body["version"]["number"].startswith("9."):  # the 9.x client refuses 8.x servers
+        from elasticsearch import Elasticsearch
+
+        with Elasticsearch(es) as client:
+            assert client.info()["cluster_name"] == body["cluster_name"]
+
+
+def test_wire_native_makes_a_plain_bulk_embed(es, qwen3_server):
+    from types import SimpleNamespace
+
+    from bridge.clients.engine import EngineClient
+    from bridge.plugin.pipeline import nodes_without_plugin, wire_native
+
+    model = httpx.get(f"{qwen3_server.url}/v1/models").json()["data"][0]["id"]
+    meta = SimpleNamespace(dim=32, model=model, text_field="text", vector_field="embedding")
+    mapping = {"properties": {"embedding": {"type": "dense_vector", "dims": 32}}}
+    assert httpx.put(f"{es}/plugin-wired", json={"mappings": mapping}).status_code == 200
+    engine = EngineClient(es)
+    assert nodes_without_plugin(engine) == []
+    name = wire_native(engine, "plugin-wired", meta, [qwen3_server.url])
+    settings = httpx.get(f"{es}/plugin-wired/_settings").json()["plugin-wired"]["settings"]
+    assert settings["index"]["default_pipeline"] == name
+    result = bulk(es, "plugin-wired", DOCS[:2])
+    assert not result["errors"], result
+    assert all(len(v) == 32 for v in stored_vectors(es, "plugin-wired").values())

@@ -233,6 +233,8 @@ def start(
         from bridge.plugin.install import sync_plugin  # the ingest plugin that calls the bridge
 
         sync_plugin(home, dist.version, _java_env(dist, java), wanted=plugin)
+        if plugin:
+            extra.setdefault("bridge.root_handler", True)  # GET / (no rest-root module here)
     user = _engine_user()
     root = cluster_dir(engine, port)
     if fresh:

@@ -37,6 +37,7 @@ final class EmbeddingBatcher {
     private record Item(String text, BiConsumer<List<Object>, Exception> callback) {}
 
     private static final HttpClient HTTP = HttpClient.newBuilder()
+        .version(HttpClient.Version.HTTP_1_1)  // no h2c upgrade round: the bridge speaks HTTP/1.1
         .connectTimeout(Duration.ofSeconds(5))
         .build();
 
