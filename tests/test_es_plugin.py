@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -12,8 +15,9 @@ from click.testing import CliRunner
 
 from bridge.cli import main
 from bridge.engines.distribution import ELASTICSEARCH_8_VERSION, ELASTICSEARCH_VERSION
+from bridge.server.app import ServerSettings
 
-from conftest import free_port, local_engine
+from conftest import free_port, live_server, local_engine, make_service
 
 DOCS = [
     {"title": "Red apples", "text": "apples are red and sweet"},
@@ -159,3 +163,54 @@ def test_wire_native_makes_a_plain_bulk_embed(es, qwen3_server):
     result = bulk(es, "plugin-wired", DOCS[:2])
     assert not result["errors"], result
     assert all(len(v) == 32 for v in stored_vectors(es, "plugin-wired").values())
+
+
+def set_keystore_key(es: str, key: str) -> None:
+    """``elasticsearch-keystore add bridge.api_key`` on the local node, then a reload."""
+    import subprocess
+
+    from bridge.engines import cluster
+    from bridge.engines.distribution import elasticsearch
+    from bridge.engines.jdk import find_java
+
+    state = cluster.status("elasticsearch", int(es.rsplit(":", 1)[1]))
+    assert state is not None, "the key rotation test needs a node started by bridge engine"
+    dist = elasticsearch(state.version)
+    home = cluster.run_dir() / "installs" / dist.home_name
+    conf = Path(state.nodes[0].dir) / "config"
+    java = find_java(dist.java_min, dist.java_max)
+    env = {"PATH": "/usr/bin:/bin", "ES_JAVA_HOME": str(java.home), "ES_PATH_CONF": str(conf)}
+    # the tool refuses to change the keystore's owner: run it as the node's user
+    as_owner = {"user": conf.owner(), "group": conf.group()} if os.geteuid() == 0 else {}
+    tool = [str(home / "bin" / "elasticsearch-keystore")]
+    if not (conf / "elasticsearch.keystore").exists():
+        subprocess.run([*tool, "create"], env=env, check=True, capture_output=True, **as_owner)
+    added = subprocess.run(
+        [*tool, "add", "-x", "-f", "bridge.api_key"],
+        input=key,
+        text=True,
+        env=env,
+        capture_output=True,
+        **as_owner,
+    )
+    assert added.returncode == 0, added.stdout + added.stderr
+    reload = httpx.post(f"{es}/_nodes/reload_secure_settings", json={}, timeout=30).json()
+    assert all("reload_exception" not in n for n in reload["nodes"].values()), reload
+
+
+def test_api_key_rotation_through_the_keystore(es, tiny_qwen3_dir, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("first-key\n")
+    service = make_service(tiny_qwen3_dir, max_batch_tokens=512)
+    with live_server(service, ServerSettings(api_key_file=str(keys))) as server:
+        make_index(es, "plugin-keys", server.url, 32)
+        set_keystore_key(es, "wrong-key")
+        refused = bulk(es, "plugin-keys", DOCS[:1])["items"][0]["index"]["error"]
+        assert "401" in refused["reason"] and "bridge.api_key" in refused["reason"], refused
+        set_keystore_key(es, "first-key")
+        assert not bulk(es, "plugin-keys", DOCS[:1])["errors"]
+        keys.write_text("second-key\n")  # the bridge rotates; the old key is refused
+        time.sleep(1.5)
+        assert bulk(es, "plugin-keys", DOCS[1:2])["errors"]
+        set_keystore_key(es, "second-key")
+        assert not bulk(es, "plugin-keys", DOCS[2:3])["errors"]
