@@ -18,6 +18,7 @@ from bridge.model.options import (
     default_of,
 )
 from bridge.nodes.cli import engine
+from bridge.plugin.cli import plugin
 from bridge.server.settings import ServerSettings
 
 
@@ -275,6 +276,7 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 main.add_command(engine)
+main.add_command(plugin)
 register_index_commands(main)
 
 

@@ -67,7 +67,7 @@ def setup_index(
     dialect = dialect_for(info)
     chosen: IngestMode = "bridge"
     if mode != "bridge":
-        chosen, choice_notes = dialect.choose_ingest(mode)
+        chosen, choice_notes = dialect.choose_ingest(engine, mode)
         notes.extend(choice_notes)
     if chosen == "native" and not bridge_url:
         raise SetupError("--bridge-url is needed for native ingest (the engine calls it)")

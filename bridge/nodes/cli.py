@@ -12,9 +12,17 @@ from bridge.nodes import cluster
 from bridge.nodes.distribution import DEFAULT_PORTS, UnknownEngine
 from bridge.nodes.jdk import JavaNotFound
 from bridge.nodes.maven import DownloadError
+from bridge.plugin.build import PluginBuildError
 
 ENGINES = click.Choice(["opensearch", "elasticsearch"])
-_FAILURES = (cluster.EngineError, DownloadError, JavaNotFound, UnknownEngine, OSError)
+_FAILURES = (
+    cluster.EngineError,
+    DownloadError,
+    JavaNotFound,
+    UnknownEngine,
+    PluginBuildError,
+    OSError,
+)
 
 
 @click.group()
@@ -58,12 +66,25 @@ def engine() -> None:
     is_flag=True,
     help="Refuse downloads with neither a published nor a pinned checksum.",
 )
-def start(name, version, port, heap, nodes, fresh, timeout, require_checksum) -> None:
+@click.option(
+    "--no-plugin",
+    is_flag=True,
+    help="Elasticsearch: do not install the bridge ingest plugin (bridge plugin build).",
+)
+def start(name, version, port, heap, nodes, fresh, timeout, require_checksum, no_plugin) -> None:
     """Download (once), configure and start NAME; prints its URL when green."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         state = cluster.start(
-            name, version, port, heap, nodes, fresh, timeout, require_checksum=require_checksum
+            name,
+            version,
+            port,
+            heap,
+            nodes,
+            fresh,
+            timeout,
+            require_checksum=require_checksum,
+            plugin=not no_plugin,
         )
     except _FAILURES as exc:
         raise click.ClickException(str(exc)) from exc

@@ -216,6 +216,7 @@ def start(
     progress: bool = True,
     require_checksum: bool = False,
     settings: dict | None = None,
+    plugin: bool = True,
 ) -> ClusterState:
     """Start ``nodes`` nodes on loopback and wait until the cluster is green.
 
@@ -231,6 +232,12 @@ def start(
         )
     home = install(dist, progress=progress, require_checksum=require_checksum)
     java = find_java(dist.java_min, dist.java_max)
+    if engine == "elasticsearch":
+        from bridge.plugin.install import sync_plugin  # the ingest plugin that calls the bridge
+
+        sync_plugin(home, dist.version, _java_env(dist, java), wanted=plugin)
+        if plugin:
+            extra.setdefault("bridge.root_handler", True)  # GET / (no rest-root module here)
     user = _engine_user()
     root = cluster_dir(engine, port)
     if fresh:

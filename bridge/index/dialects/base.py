@@ -35,7 +35,9 @@ class Dialect(ABC):
 
     # -- ingest -----------------------------------------------------------------------
     @abstractmethod
-    def choose_ingest(self, mode: Literal["auto", "native"]) -> tuple[IngestMode, list[str]]:
+    def choose_ingest(
+        self, engine: EngineClient, mode: Literal["auto", "native"]
+    ) -> tuple[IngestMode, list[str]]:
         """The ingest mode for ``--mode auto|native`` and notes on the choice; raises
         ``SetupError`` when native ingest is asked for and cannot be had."""
 

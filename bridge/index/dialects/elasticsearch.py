@@ -1,9 +1,10 @@
 """Elasticsearch: ``dense_vector`` mappings, bridge-side ingest, kNN fused in the bridge.
 
-Its ingest pipelines call out only through an inference endpoint (Enterprise or trial
-license), which the bridge does not wire yet, so ``--mode native`` is refused with the
-reason; ``wire_native_ingest`` is where that wiring will go. Hybrid search runs the BM25
-and kNN halves separately and the bridge fuses them, which works with a basic license.
+Native ingest, with any licence, goes through the bridge's own ingest plugin
+(``plugins/elasticsearch``, ``bridge/plugin``): its ``bridge_embedding`` processor in the
+index's default pipeline calls the bridge. Without the plugin on every ingest node,
+``auto`` falls back to bridge-side ingest. Hybrid search runs the BM25 and kNN halves
+separately and the bridge fuses them, which works with a basic licence.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Literal
 
+from bridge.clients.engine import EngineClient
 from bridge.index.dialects.base import Dialect, IngestMode
 from bridge.index.meta import SetupError
 from bridge.index.templates import rendered
+from bridge.plugin.build import PLUGIN_NAME
+from bridge.plugin.pipeline import PluginMissing, nodes_without_plugin, wire_native
 
 if TYPE_CHECKING:
     from bridge.index.meta import IndexMeta
     from bridge.index.search import SearchOptions
-
-_CALLOUT_LICENSES = {"enterprise", "trial"}
 
 
 class Elasticsearch(Dialect):
@@ -48,24 +50,40 @@ class Elasticsearch(Dialect):
             meta={"bridge": asdict(meta)},
         )
 
-    def choose_ingest(self, mode: Literal["auto", "native"]) -> tuple[IngestMode, list[str]]:
-        info = self.info
-        notes: list[str] = []
-        if mode == "native" or info.license not in _CALLOUT_LICENSES:
-            reason = (
-                f"Elasticsearch {info.version} has a {info.license} license: its ingest "
-                "pipelines cannot call the bridge (inference endpoints need Enterprise "
-                "or trial)"
+    def choose_ingest(
+        self, engine: EngineClient, mode: Literal["auto", "native"]
+    ) -> tuple[IngestMode, list[str]]:
+        """Native when every ingest node has the bridge's ingest plugin (any licence)."""
+        missing = nodes_without_plugin(engine)
+        if not missing:
+            return "native", [f"the {PLUGIN_NAME} plugin is on every ingest node"]
+        reason = (
+            f"the {PLUGIN_NAME} plugin is missing on ingest node(s) {', '.join(missing)} "
+            "(bridge plugin build, then install it on every ingest node: "
+            "docs/elasticsearch-plugin.md)"
+        )
+        if mode == "native":
+            raise SetupError(reason + "; or use --mode bridge")
+        return "bridge", [reason + "; using bridge-side ingest (bridge ingest)"]
+
+    def wire_native_ingest(
+        self,
+        engine: EngineClient,
+        meta: IndexMeta,
+        bridge_url: str,
+        api_key: str | None,
+        batch_size: int,
+    ) -> None:
+        """The plugin's pipeline as the index's default_pipeline. Its bridge key is not in
+        the pipeline (anyone who reads pipelines would see it): the plugin reads the
+        keystore setting ``bridge.api_key`` on each node."""
+        try:
+            meta.pipeline = wire_native(
+                engine, meta.index, meta, [bridge_url.rstrip("/")], batch_size=batch_size
             )
-            if mode == "native":
-                raise SetupError(reason + "; use --mode bridge")
-            notes.append(reason + "; using bridge-side ingest (bridge ingest)")
-        if info.license in _CALLOUT_LICENSES:
-            notes.append(
-                "native ingest through an Elasticsearch inference endpoint is not built yet; "
-                "using bridge-side ingest"
-            )
-        return "bridge", notes
+        except PluginMissing as exc:
+            raise SetupError(str(exc)) from exc
+        meta.mode = "native"
 
     def knn_body(self, field: str, vector: list[float], k: int, filter: dict | None) -> dict:
         knn: dict = {

@@ -48,7 +48,9 @@ class OpenSearch(Dialect):
             meta={"bridge": asdict(meta)},
         )
 
-    def choose_ingest(self, mode: Literal["auto", "native"]) -> tuple[IngestMode, list[str]]:
+    def choose_ingest(
+        self, engine: EngineClient, mode: Literal["auto", "native"]
+    ) -> tuple[IngestMode, list[str]]:
         return "native", []
 
     def wire_native_ingest(

@@ -1,0 +1,1 @@
+"""The Elasticsearch ingest plugin: building its zip and wiring its pipeline."""
