@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Literal
 
 from bridge.clients.engine import EngineClient, EngineInfo
 from bridge.index.meta import SetupError
+from bridge.index.templates import rendered
 
 if TYPE_CHECKING:
     from bridge.index.meta import IndexMeta
     from bridge.index.search import SearchOptions
 
 IngestMode = Literal["bridge", "native"]
+
+
+def render_mapping(
+    template: str, meta: IndexMeta, analyzer: str, shards: int, replicas: int, **engine_params
+) -> dict:
+    """The engine's mapping template filled from ``meta`` and the index settings."""
+    return rendered(
+        "mappings",
+        template,
+        dim=meta.dim,
+        text_field=meta.text_field,
+        vector_field=meta.vector_field,
+        analyzer=analyzer,
+        shards=shards,
+        replicas=replicas,
+        meta={"bridge": asdict(meta)},
+        **engine_params,
+    )
 
 
 class Dialect(ABC):

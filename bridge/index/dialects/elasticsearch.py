@@ -9,13 +9,11 @@ separately and the bridge fuses them, which works with a basic licence.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Literal
 
 from bridge.clients.engine import EngineClient
-from bridge.index.dialects.base import Dialect, IngestMode
+from bridge.index.dialects.base import Dialect, IngestMode, render_mapping
 from bridge.index.meta import SetupError
-from bridge.index.templates import rendered
 from bridge.plugin.build import PLUGIN_NAME
 from bridge.plugin.pipeline import PluginMissing, nodes_without_plugin, wire_native
 
@@ -36,19 +34,10 @@ class Elasticsearch(Dialect):
         index_type = index_type or "int8_hnsw"
         if index_type == "bbq_hnsw" and meta.dim < 64:
             raise SetupError(f"bbq_hnsw needs at least 64 dimensions; --dim is {meta.dim}")
-        return rendered(
-            "mappings",
-            "elasticsearch",
-            similarity="cosine",
-            index_type=index_type,
-            dim=meta.dim,
-            text_field=meta.text_field,
-            vector_field=meta.vector_field,
-            analyzer=analyzer,
-            shards=shards,
-            replicas=replicas,
-            meta={"bridge": asdict(meta)},
-        )
+        return render_mapping(
+            "elasticsearch", meta, analyzer, shards, replicas,
+            similarity="cosine", index_type=index_type,
+        )  # fmt: skip
 
     def choose_ingest(
         self, engine: EngineClient, mode: Literal["auto", "native"]

@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Literal
 
 from bridge.clients.addresses import host_is_private
 from bridge.clients.engine import EngineClient
-from bridge.index.dialects.base import Dialect, IngestMode
+from bridge.index.dialects.base import Dialect, IngestMode, render_mapping
 from bridge.index.meta import SetupError
 from bridge.index.templates import rendered
 
@@ -35,17 +34,8 @@ class OpenSearch(Dialect):
         shards: int,
         replicas: int,
     ) -> dict:
-        return rendered(
-            "mappings",
-            "opensearch",
-            space_type="cosinesimil",
-            dim=meta.dim,
-            text_field=meta.text_field,
-            vector_field=meta.vector_field,
-            analyzer=analyzer,
-            shards=shards,
-            replicas=replicas,
-            meta={"bridge": asdict(meta)},
+        return render_mapping(
+            "opensearch", meta, analyzer, shards, replicas, space_type="cosinesimil"
         )
 
     def choose_ingest(
