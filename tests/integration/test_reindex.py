@@ -122,11 +122,18 @@ def test_truncation_path_no_downtime_no_lost_writes(opensearch_url, wide_bridge)
     threads = [threading.Thread(target=f, daemon=True) for f in (search_loop, writer)]
     for t in threads:
         t.start()
+
+    def wait_for_search_after(count: int) -> None:
+        """Until a search beyond ``count`` finished (bounded: a loaded machine is slow)."""
+        deadline = time.monotonic() + 60
+        while searches[0] <= count and not errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     try:
-        time.sleep(1.0)
+        wait_for_search_after(0)
         before = searches[0]
         summary = Reindexer(engine, embedder, plan, batch_size=50, progress=False).run()
-        time.sleep(1.0)
+        wait_for_search_after(before)
     finally:
         stop.set()
         for t in threads:
