@@ -15,7 +15,7 @@ from typing import Any, Literal
 import httpx
 import orjson
 
-from bridge.clients.errors import RETRYABLE_STATUS, ClientError
+from bridge.clients.errors import ClientError
 from bridge.clients.retry import DEFAULT_RETRY_SECONDS, call_with_retries
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,18 @@ class EngineClient:
         )
 
         def attempt() -> httpx.Response:
-            response = self._http.request(
-                method, self.url + path, content=data, params=params, headers=headers
-            )
+            try:
+                response = self._http.request(
+                    method, self.url + path, content=data, params=params, headers=headers
+                )
+            except httpx.ConnectError as exc:
+                if self._answered:
+                    raise  # a node that answered before: restarting, retried
+                # A URL that never answered: a refused connection is final (not retried).
+                raise ClientError(
+                    f"cannot reach the engine at {self.safe_url}: {exc}; is it running, "
+                    "and is this its URL? (bridge engine status lists the local ones)"
+                ) from exc
             self._answered = True
             return response
 
@@ -117,20 +126,6 @@ class EngineClient:
             log.warning("retrying %s (%s) for up to %.0f s", self.safe_url, reason, self.retry_for)
 
         try:
-            if not self._answered:  # a URL that never answered: a refused connection is final
-                try:
-                    first = attempt()
-                    if first.status_code not in RETRYABLE_STATUS:
-                        return first
-                    say(f"HTTP {first.status_code}")
-                except httpx.ConnectError as exc:
-                    raise ClientError(
-                        f"cannot reach the engine at {self.safe_url}: {exc}; is it running, "
-                        "and is this its URL? (bridge engine status lists the local ones)"
-                    ) from exc
-                except httpx.TransportError as exc:  # a timeout, a reset: retried below
-                    say(type(exc).__name__)
-                return call_with_retries(attempt, within=self.retry_for)
             return call_with_retries(attempt, within=self.retry_for, on_retry=say)
         except httpx.TransportError as exc:
             raise ClientError(f"cannot reach the engine at {self.safe_url}: {exc}") from exc
