@@ -95,7 +95,7 @@ def setup_index(
         dialect.wire_native_ingest(engine, meta, bridge_url or "", api_key, batch_size)
         notes.append(f"ingest pipeline {meta.pipeline} (model {meta.model_id}) is the default")
     write_meta(engine, meta)
-    _point_alias(engine, alias, index, notes)
+    _point_alias(engine, alias, index, current, notes)
     return meta, notes
 
 
@@ -111,8 +111,11 @@ def _default_replicas(engine: EngineClient, notes: list[str]) -> int:
     return replicas
 
 
-def _point_alias(engine: EngineClient, alias: str, index: str, notes: list[str]) -> None:
-    current = engine.request("GET", f"/_alias/{alias}", missing_ok=True) or {}
+def _point_alias(
+    engine: EngineClient, alias: str, index: str, current: dict, notes: list[str]
+) -> None:
+    """Point ``alias`` at ``index`` unless it points elsewhere (``current``: what the alias
+    held when setup began; an index named like it was refused then)."""
     if index in current:
         return
     if current:
@@ -121,8 +124,6 @@ def _point_alias(engine: EngineClient, alias: str, index: str, notes: list[str])
             f"(bridge reindex moves it to {index})"
         )
         return
-    if engine.exists(f"/{alias}") and not current:
-        raise SetupError(f"an index named {alias} exists; the bridge needs {alias} as an alias")
     engine.request(
         "POST",
         "/_aliases",
