@@ -69,6 +69,19 @@ class UrlBalancer:
             self.failed_at[index] = time.monotonic()
 
 
+@dataclass
+class Passage:
+    """A passage of a document: its offsets in the body and its vector."""
+
+    start: int
+    end: int
+    vector: np.ndarray
+
+
+def _vector(encoded: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(encoded), dtype="<f4")
+
+
 class EmbeddingClient:
     """Embeds texts through ``urls``: each request goes to the URL with the fewest
     requests in flight (several replicas behind no load balancer share the load), and to
@@ -167,15 +180,43 @@ class EmbeddingClient:
         dimensions: int | None = None,
         input_type: str = "document",
         instruction: str | None = None,
+        titles: Sequence[str | None] | None = None,
     ) -> np.ndarray:
-        """An (n, d) float32 array, rows in the order of ``texts``."""
+        """An (n, d) float32 array, rows in the order of ``texts`` (each embedded under its
+        title when ``titles`` is given)."""
         body: dict = {"input": list(texts), "encoding_format": "base64", "input_type": input_type}
         if dimensions is not None:
             body["dimensions"] = dimensions
         if instruction is not None:
             body["instruction"] = instruction
+        if titles is not None:
+            body["titles"] = list(titles)
         data = self._check(self._request("POST", "/v1/embeddings", body))["data"]
         data.sort(key=lambda d: d["index"])
-        return np.stack(
-            [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in data]
-        )
+        return np.stack([_vector(d["embedding"]) for d in data])
+
+    def embed_passages(
+        self,
+        texts: Sequence[str],
+        titles: Sequence[str | None] | None,
+        max_tokens: int,
+        overlap: int,
+        dimensions: int | None = None,
+    ) -> list[list[Passage]]:
+        """Each document split by the service into passages, each with its vector."""
+        body: dict = {
+            "input": list(texts),
+            "encoding_format": "base64",
+            "input_type": "document",
+            "passages": {"max_tokens": max_tokens, "overlap": overlap},
+        }
+        if titles is not None:
+            body["titles"] = list(titles)
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        data = self._check(self._request("POST", "/v1/embeddings", body))["data"]
+        data.sort(key=lambda d: d["index"])
+        return [
+            [Passage(p["start"], p["end"], _vector(p["embedding"])) for p in d["passages"]]
+            for d in data
+        ]

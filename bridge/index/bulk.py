@@ -27,7 +27,8 @@ class BulkItem:
     id: str
     body: dict
     line: int | None = None  # input line, for reports
-    embed_text: str = ""  # what the embedding step embeds (never sent to the engine)
+    text: str = ""  # the body the embedding step embeds (never sent to the engine) ...
+    title: str | None = None  # ... under this title
 
 
 @dataclass

@@ -23,10 +23,12 @@ from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.index.ingest import Indexer, ingest_file
-from bridge.index.meta import SetupError, read_meta
+from bridge.index.meta import TITLE_BOOST, SetupError, read_meta
 from bridge.index.reindex import Plan, Reindexer, ReindexError, plan_reindex
-from bridge.index.search import HybridSearch, SearchOptions
+from bridge.index.search import Hit, HybridSearch, SearchOptions
 from bridge.index.setup import setup_index
+from bridge.model.errors import InputError
+from bridge.model.passages import DEFAULT_PASSAGE_OVERLAP, DEFAULT_PASSAGE_TOKENS, PassageSpec
 
 
 def default_of(owner: Callable, name: str) -> Any:
@@ -145,6 +147,31 @@ def _meta_or_fail(engine: EngineClient, index: str):
     return meta
 
 
+def _parse_fields(_ctx, _param, value: str | None) -> list[str] | None:
+    """``title^2,text`` -> ["title^2", "text"], each boost checked."""
+    if value is None:
+        return None
+    fields = [f.strip() for f in value.split(",") if f.strip()]
+    for field in fields:
+        name, _, boost = field.partition("^")
+        try:
+            ok = bool(name) and (not boost or float(boost) > 0)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise click.BadParameter(f"{field!r} is not FIELD or FIELD^BOOST (BOOST > 0)")
+    if not fields:
+        raise click.BadParameter("name at least one field")
+    return fields
+
+
+def hit_json(hit: Hit) -> dict:
+    out: dict = {"id": hit.id, "score": hit.score, "source": hit.source}
+    if hit.passage:
+        out["passage"] = asdict(hit.passage)
+    return out
+
+
 @click.command()
 @connection_options
 @click.option("--index", required=True, help="Alias the applications use (NAME).")
@@ -157,8 +184,41 @@ def _meta_or_fail(engine: EngineClient, index: str):
     help="native: the engine embeds at ingest (OpenSearch ml-commons); bridge: "
     "bridge ingest embeds; auto: native where the engine can.",
 )
-@click.option("--text-field", default=default_of(setup_index, "text_field"), show_default=True)
-@click.option("--vector-field", default=default_of(setup_index, "vector_field"), show_default=True)
+@click.option(
+    "--text-field", default=default_of(setup_index, "text_field"), show_default=True,
+    help="The body: embedded (split into passages) and searched by BM25.",
+)  # fmt: skip
+@click.option(
+    "--title-field", default=default_of(setup_index, "title_field"), show_default=True,
+    help="Embedded in front of the body (each passage) and searched by BM25; '' for none.",
+)  # fmt: skip
+@click.option(
+    "--text-fields",
+    "bm25_fields",
+    default=None,
+    callback=_parse_fields,
+    help=f"Fields BM25 searches, FIELD[^BOOST] comma-separated [default: "
+    f"TITLE^{TITLE_BOOST:g},TEXT].",
+)
+@click.option(
+    "--passage-tokens",
+    type=click.IntRange(min=0),
+    default=DEFAULT_PASSAGE_TOKENS,
+    show_default=True,
+    help="Split each body into passages of at most this many model tokens, one vector "
+    "each (capped at the model's input limit); 0: one vector per document.",
+)
+@click.option(
+    "--passage-overlap",
+    type=click.IntRange(min=0),
+    default=DEFAULT_PASSAGE_OVERLAP,
+    show_default=True,
+    help="Tokens shared by consecutive passages.",
+)
+@click.option(
+    "--vector-field", default=None,
+    help="Field holding the vectors [default: passages, or embedding for one vector].",
+)  # fmt: skip
 @click.option(
     "--analyzer", default=default_of(setup_index, "analyzer"), show_default=True,
     help="BM25 analyzer.",
@@ -188,6 +248,10 @@ def setup(
     dim,
     mode,
     text_field,
+    title_field,
+    bm25_fields,
+    passage_tokens,
+    passage_overlap,
     vector_field,
     analyzer,
     index_type,
@@ -195,13 +259,24 @@ def setup(
     replicas,
     engine_bridge_url,
 ) -> None:
-    """Create NAME-dD behind alias NAME, checked against the service, with its ingest wiring."""
+    """Create NAME-dD behind alias NAME, checked against the service, with its ingest wiring.
+
+    Each document's body is split into passages (one vector each, the title in front), so
+    long documents are found by their best passage; BM25 searches title and body."""
+    passages = None
+    if passage_tokens:
+        passages = PassageSpec(passage_tokens, passage_overlap)
+        try:
+            passages.check()
+        except InputError as exc:
+            raise click.BadParameter(str(exc), param_hint="--passage-overlap") from None
     meta, notes = setup_index(
         engine, embedder, index, dim, mode,
         bridge_url=engine_bridge_url or embedder.urls[0],
         api_key=embedder.api_key,
         text_field=text_field, vector_field=vector_field, analyzer=analyzer,
         index_type=index_type, shards=shards, replicas=replicas,
+        title_field=title_field or None, passages=passages, bm25_fields=bm25_fields,
     )  # fmt: skip
     for note in notes:
         click.echo(f"- {note}", err=True)
@@ -299,23 +374,33 @@ def ingest(
     callback=_parse_filter,
     help="Query DSL filter (JSON) for both halves.",
 )
+@click.option(
+    "--text-fields",
+    default=None,
+    callback=_parse_fields,
+    help="Fields BM25 searches, FIELD[^BOOST] comma-separated [default: the index's].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
-def search(engine, embedder, text, index, mode, k, fusion, weights, filter_json, as_json) -> None:
-    """Search INDEX for TEXT (embedded in query mode)."""
+def search(
+    engine, embedder, text, index, mode, k, fusion, weights, filter_json, text_fields, as_json
+) -> None:
+    """Search INDEX for TEXT (embedded in query mode). On a passage index, kNN and hybrid
+    hits show their best passage."""
     meta = _meta_or_fail(engine, index)
     options = SearchOptions.from_profile(
         meta.search_profile,
         mode=mode, k=k, fusion=fusion,
-        weights=weights, filter=filter_json,
+        weights=weights, filter=filter_json, text_fields=text_fields,
     )  # fmt: skip
     hits = HybridSearch(engine, embedder, meta).search(text, options)
     if as_json:
-        click.echo(json.dumps([{"id": h.id, "score": h.score, "source": h.source} for h in hits]))
+        click.echo(json.dumps([hit_json(h) for h in hits]))
         return
     if not hits:
         click.echo(f"no hits for {text!r} in {meta.alias} ({options.mode})", err=True)
     for rank, hit in enumerate(hits, start=1):
-        snippet = str(hit.source.get(meta.text_field, ""))[:100].replace("\n", " ")
+        shown = hit.passage.text if hit.passage else hit.source.get(meta.text_field, "")
+        snippet = " ".join(str(shown).split())[:100]
         click.echo(f"{rank:2d}. {hit.score:.4f}  {hit.id}  {snippet}")
 
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from bridge.clients.errors import ClientError
 from bridge.clients.retry import DEFAULT_RETRY_SECONDS
 from bridge.index.bulk import BulkItem, BulkWriter, Failure, write_dead_letter
 from bridge.index.meta import IndexMeta, moved_meta
+from bridge.model.passages import with_title
 
 ID_FIELDS = ("_id", "id", "doc_id")
 
@@ -92,24 +93,19 @@ def id_of(doc: dict, id_field: str | None = None) -> str | None:
     return None
 
 
-def joined_text(doc: dict, text_fields: Sequence[str]) -> str:
-    """The non-empty text fields, each once, one per line (what bridge-side ingest embeds)."""
-    parts = [doc[f] for f in text_fields if isinstance(doc.get(f), str) and doc[f]]
-    return "\n".join(dict.fromkeys(parts))
+def title_of(doc: dict, meta: IndexMeta) -> str | None:
+    """The document's title (embedded in front of its body), when it has a text one."""
+    title = doc.get(meta.title_field) if meta.title_field else None
+    return title if isinstance(title, str) and title else None
 
 
-def default_text_fields(meta: IndexMeta) -> tuple[str, ...]:
-    """BEIR corpora have "title" and "text": both go into what bridge-side ingest embeds."""
-    return ("title", meta.text_field)
+def embedded_text(doc: dict, meta: IndexMeta) -> str:
+    """The text a single-vector index holds the embedding of (title, newline, body)."""
+    return with_title(title_of(doc, meta), str(doc.get(meta.text_field) or ""))
 
 
 def prepare_item(
-    meta: IndexMeta,
-    line: int | None,
-    doc: dict,
-    *,
-    id_field: str | None = None,
-    text_fields: Sequence[str] | None = None,
+    meta: IndexMeta, line: int | None, doc: dict, *, id_field: str | None = None
 ) -> BulkItem | Failure:
     """The item to write for ``doc`` (without its vector), or why it cannot be written."""
     text = doc.get(meta.text_field)
@@ -119,17 +115,18 @@ def prepare_item(
         return Failure(line, id_of(doc, id_field), why, doc)
     if not text or not text.strip():
         return Failure(line, id_of(doc, id_field), f"missing or empty '{meta.text_field}'", doc)
-    embed_text = joined_text(doc, text_fields or default_text_fields(meta))
+    title = title_of(doc, meta)
+    digest = content_hash(with_title(title, text))
     body = {k: v for k, v in doc.items() if k not in ID_FIELDS and k != meta.vector_field}
-    doc_id = id_of(doc, id_field) or content_hash(embed_text)
+    doc_id = id_of(doc, id_field) or digest
     body["doc_id"] = doc_id
     body["bridge"] = {
         "model": meta.model,
         "dim": meta.dim,
-        "content_hash": content_hash(embed_text),
+        "content_hash": digest,
         "indexed_at": int(time.time() * 1000),
     }
-    return BulkItem(doc_id, body, line, embed_text)
+    return BulkItem(doc_id, body, line, text, title)
 
 
 def embed_items(
@@ -139,7 +136,7 @@ def embed_items(
     request the service refuses (a text too long, say) is split until the culprits are
     alone, so one bad document does not fail its neighbours."""
     try:
-        vectors = embedder.embed([item.embed_text for item in items], dimensions=meta.dim)
+        _embed(embedder, items, meta)
     except ClientError as exc:
         if exc.status is not None and 400 <= exc.status < 500 and len(items) > 1:
             half = len(items) // 2
@@ -148,9 +145,24 @@ def embed_items(
             )
         failed += [Failure(i.line, i.id, f"embedding failed: {exc}", i.body) for i in items]
         return []
+    return items
+
+
+def _embed(embedder: EmbeddingClient, items: list[BulkItem], meta: IndexMeta) -> None:
+    """Fill each item's vector field: its passages' vectors, or its one vector."""
+    texts, titles = [i.text for i in items], [i.title for i in items]
+    if meta.passages:
+        split = embedder.embed_passages(
+            texts, titles, meta.passages["max_tokens"], meta.passages["overlap"], meta.dim
+        )
+        for item, passages in zip(items, split, strict=True):
+            item.body[meta.vector_field] = [
+                {"start": p.start, "end": p.end, "embedding": p.vector.tolist()} for p in passages
+            ]
+        return
+    vectors = embedder.embed(texts, dimensions=meta.dim, titles=titles)
     for item, vector in zip(items, vectors, strict=True):
         item.body[meta.vector_field] = vector.tolist()
-    return items
 
 
 class Indexer:
@@ -164,7 +176,6 @@ class Indexer:
         *,
         batch_size: int = 64,
         id_field: str | None = None,
-        text_fields: tuple[str, ...] | None = None,
         retry_for: float = DEFAULT_RETRY_SECONDS,
         dead_letter: Path | None = None,
         progress: bool = True,
@@ -178,7 +189,6 @@ class Indexer:
         self.embedder = embedder
         self.batch_size = batch_size
         self.id_field = id_field
-        self.text_fields = text_fields
         self.writer = BulkWriter(engine, meta.alias, retry_for=retry_for)
         self.dead_letter = dead_letter
         self.progress = progress
@@ -188,9 +198,7 @@ class Indexer:
         self.follow_alias = follow_alias
 
     def _prepare(self, line: int | None, doc: dict) -> BulkItem | Failure:
-        return prepare_item(
-            self.meta, line, doc, id_field=self.id_field, text_fields=self.text_fields
-        )
+        return prepare_item(self.meta, line, doc, id_field=self.id_field)
 
     def ingest(
         self, docs: Iterable[tuple[int | None, dict | Failure]], total: int | None = None

@@ -21,15 +21,25 @@ def physical_name(alias: str, dim: int) -> str:
     return f"{alias}-d{dim}"
 
 
+TITLE_BOOST = 2.0  # BM25 weight of the title against the body (docs/search.md: measured)
+
+
 @dataclass
 class IndexMeta:
-    """What the bridge remembers about an index (stored in ``_meta.bridge``)."""
+    """What the bridge remembers about an index (stored in ``_meta.bridge``).
+
+    With ``passages`` (``{"max_tokens": N, "overlap": M}``) each document holds a list of
+    passage vectors in ``vector_field`` (nested objects ``start``, ``end``, ``embedding``);
+    without (indexes made before passages, or ``--passage-tokens 0``), one vector."""
 
     alias: str
     dim: int
     model: str
     text_field: str = "text"
     vector_field: str = "embedding"
+    title_field: str | None = "title"  # embedded in front of the body, searched by BM25
+    passages: dict | None = None
+    bm25_fields: list[str] | None = None  # ``field^boost``; None: title^TITLE_BOOST, body
     mode: Literal["bridge", "native"] = "bridge"
     pipeline: str | None = None
     model_id: str | None = None
@@ -40,6 +50,20 @@ class IndexMeta:
     @property
     def index(self) -> str:
         return physical_name(self.alias, self.dim)
+
+    @property
+    def knn_field(self) -> str:
+        """The field kNN searches: the passages' vectors, or the one vector."""
+        return f"{self.vector_field}.embedding" if self.passages else self.vector_field
+
+    @property
+    def lexical_fields(self) -> list[str]:
+        """The fields BM25 searches, with their boosts."""
+        if self.bm25_fields:
+            return list(self.bm25_fields)
+        if self.title_field:
+            return [f"{self.title_field}^{TITLE_BOOST:g}", self.text_field]
+        return [self.text_field]
 
     @classmethod
     def from_mapping(cls, mapping: dict) -> IndexMeta | None:

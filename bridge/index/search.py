@@ -16,6 +16,7 @@ from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.index.dialects import dialect_for
+from bridge.index.dialects.base import PASSAGE_HITS
 from bridge.index.meta import IndexMeta, moved_meta
 
 SearchMode = Literal["hybrid", "bm25", "knn"]
@@ -24,10 +25,20 @@ Normalization = Literal["min_max", "z_score"]
 
 
 @dataclass
+class Passage:
+    """A hit's best passage: its offsets in the body and its text."""
+
+    start: int
+    end: int
+    text: str
+
+
+@dataclass
 class Hit:
     id: str
     score: float
     source: dict
+    passage: Passage | None = None  # kNN and hybrid hits of a passage index
 
 
 @dataclass
@@ -41,6 +52,7 @@ class SearchOptions:
     window: int = 100  # candidates per half before fusion
     filter: dict | None = None
     instruction: str | None = None
+    text_fields: list[str] | None = None  # BM25 fields (``field^boost``); None: the index's
 
     @classmethod
     def from_profile(cls, profile: dict | None, **overrides) -> SearchOptions:
@@ -108,7 +120,10 @@ class HybridSearch:
         return vec[0].tolist()
 
     def _bm25(self, text: str, options: SearchOptions) -> dict:
-        match = {"match": {self.meta.text_field: text}}
+        fields = options.text_fields or self.meta.lexical_fields
+        match: dict = {"match": {fields[0]: text}}
+        if len(fields) > 1 or "^" in fields[0]:
+            match = {"multi_match": {"query": text, "fields": fields, "type": "best_fields"}}
         if options.filter:
             return {"bool": {"must": match, "filter": options.filter}}
         return match
@@ -130,12 +145,12 @@ class HybridSearch:
             return self._run({"size": options.k, "query": self._bm25(text, options)})
         dialect = dialect_for(self.engine.info())
         vector = self._vector(text, options)
-        field = self.meta.vector_field
+        field = self.meta.knn_field
+        nested = self.meta.vector_field if self.meta.passages else None
         if options.mode == "knn":
-            return self._run(
-                {"size": options.k, **dialect.knn_body(field, vector, options.k, options.filter)}
-            )
-        bodies = dialect.hybrid_bodies(self._bm25(text, options), field, vector, options)
+            body = dialect.knn_body(field, vector, options.k, options.filter, nested)
+            return self._run({"size": options.k, **body})
+        bodies = dialect.hybrid_bodies(self._bm25(text, options), field, vector, options, nested)
         if len(bodies) == 1:
             return self._run({"size": options.k, **bodies[0]})
         lexical, semantic = (self._run({"size": options.window, **body}) for body in bodies)
@@ -144,12 +159,42 @@ class HybridSearch:
     def _run(self, body: dict, params: dict | None = None) -> list[Hit]:
         body = {"_source": {"excludes": [self.meta.vector_field]}, **body}
         answer = self.engine.request("POST", f"/{self.meta.alias}/_search", body, params)
-        return [Hit(h["_id"], h["_score"] or 0.0, h["_source"]) for h in answer["hits"]["hits"]]
+        return [
+            Hit(h["_id"], h["_score"] or 0.0, h["_source"], self._passage(h))
+            for h in answer["hits"]["hits"]
+        ]
+
+    def _passage(self, hit: dict) -> Passage | None:
+        """The best passage the engine named in ``inner_hits``, with its text."""
+        inner = (hit.get("inner_hits") or {}).get(PASSAGE_HITS, {}).get("hits", {}).get("hits")
+        if not inner:
+            return None
+        fields = inner[0].get("fields") or {}
+        path = self.meta.vector_field
+        start, end = _first(fields, f"{path}.start"), _first(fields, f"{path}.end")
+        if start is None or end is None:
+            return None
+        body = hit["_source"].get(self.meta.text_field)
+        return Passage(start, end, body[start:end] if isinstance(body, str) else "")
+
+
+def _first(fields: dict, name: str) -> int | None:
+    """A value from a hit's ``fields`` (nested ones come as a list of objects)."""
+    value = fields.get(name)
+    if value is None and "." in name:  # {"passages": [{"start": [0]}]} in some versions
+        path, leaf = name.rsplit(".", 1)
+        objects = fields.get(path) or [{}]
+        value = objects[0].get(leaf) if isinstance(objects[0], dict) else None
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return int(value) if value is not None else None
 
 
 def fuse(lexical: list[Hit], semantic: list[Hit], options: SearchOptions) -> list[Hit]:
-    """Combine two ranked lists in the bridge (RRF or min-max linear)."""
+    """Combine two ranked lists in the bridge (RRF or min-max linear); a hit keeps the
+    best passage its kNN half found."""
     sources = {h.id: h.source for h in [*semantic, *lexical]}
+    passages = {h.id: h.passage for h in semantic}
     if options.fusion == "rrf":
         scores = rrf([[h.id for h in lexical], [h.id for h in semantic]], options.rrf_k)
     else:
@@ -159,4 +204,4 @@ def fuse(lexical: list[Hit], semantic: list[Hit], options: SearchOptions) -> lis
             options.normalization,
         )
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: options.k]
-    return [Hit(doc_id, score, sources[doc_id]) for doc_id, score in ranked]
+    return [Hit(doc_id, score, sources[doc_id], passages.get(doc_id)) for doc_id, score in ranked]

@@ -7,19 +7,30 @@ records the model, dimension, fields, ingest mode and pipeline, so later command
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Literal
 
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
+from bridge.clients.errors import ClientError
 from bridge.index.dialects import dialect_for
 from bridge.index.dialects.base import IngestMode
 from bridge.index.meta import IndexMeta, SetupError, physical_name, read_meta, write_meta
+from bridge.model.passages import (
+    DEFAULT_PASSAGE_OVERLAP,
+    DEFAULT_PASSAGE_TOKENS,
+    PassageSpec,
+)
 
 Mode = Literal["auto", "bridge", "native"]
+DEFAULT_PASSAGES = PassageSpec(DEFAULT_PASSAGE_TOKENS, DEFAULT_PASSAGE_OVERLAP)
 
 
-def check_service_dimension(embedder: EmbeddingClient, dim: int) -> str:
-    """The service must produce exactly ``dim`` values; returns the model name."""
+def check_service_dimension(
+    embedder: EmbeddingClient, dim: int, passages: PassageSpec | None = None
+) -> str:
+    """The service must produce exactly ``dim`` values (and passages, when asked for);
+    returns the model name."""
     info = embedder.model_info()
     if not info.min_dimension <= dim <= info.max_dimension:
         raise SetupError(
@@ -32,6 +43,14 @@ def check_service_dimension(embedder: EmbeddingClient, dim: int) -> str:
             f"asked the service for {dim} dimensions and got {probe.shape[1]}: "
             "the mapping and the service disagree"
         )
+    if passages:
+        try:
+            embedder.embed_passages(["passage check"], None, **asdict(passages), dimensions=dim)
+        except ClientError as exc:
+            raise SetupError(
+                f"the embedding service cannot split documents into passages ({exc}); "
+                "upgrade it, or set up one vector per document (--passage-tokens 0)"
+            ) from exc
     return info.name
 
 
@@ -44,15 +63,20 @@ def setup_index(
     bridge_url: str | None = None,
     api_key: str | None = None,
     text_field: str = "text",
-    vector_field: str = "embedding",
+    vector_field: str | None = None,
     analyzer: str = "standard",
     index_type: str | None = None,
     shards: int = 1,
     replicas: int | None = None,
     batch_size: int = 32,
+    title_field: str | None = "title",
+    passages: PassageSpec | None = DEFAULT_PASSAGES,
+    bm25_fields: list[str] | None = None,
 ) -> tuple[IndexMeta, list[str]]:
     """Create (or find) ``alias-dD`` and its wiring; returns its metadata and notes.
-    ``replicas`` None: 1 where the cluster has two data nodes or more, else 0."""
+    ``replicas`` None: 1 where the cluster has two data nodes or more, else 0.
+    ``passages`` None: one vector per document; ``vector_field`` None: ``passages``, or
+    ``embedding`` for one vector."""
     notes: list[str] = []
     info = engine.info()
     current = engine.request("GET", f"/_alias/{alias}", missing_ok=True) or {}
@@ -61,7 +85,7 @@ def setup_index(
             f"an index named {alias} exists; the bridge needs {alias} as an alias: "
             "pick another --index, or reindex that index into the bridge's"
         )
-    model = check_service_dimension(embedder, dim)
+    model = check_service_dimension(embedder, dim, passages)
     index = physical_name(alias, dim)
 
     dialect = dialect_for(info)
@@ -84,7 +108,21 @@ def setup_index(
     else:
         if engine.exists(f"/{index}"):
             raise SetupError(f"{index} exists but was not made by the bridge; not touching it")
-        meta = IndexMeta(alias, dim, model, text_field, vector_field)
+        meta = IndexMeta(
+            alias,
+            dim,
+            model,
+            text_field,
+            vector_field or ("passages" if passages else "embedding"),
+            title_field=title_field or None,
+            passages=asdict(passages) if passages else None,
+            bm25_fields=bm25_fields,
+        )
+        if passages:
+            notes.append(
+                f"passage vectors: at most {passages.max_tokens} model tokens each, "
+                f"{passages.overlap} shared ({meta.knn_field})"
+            )
         if replicas is None:
             replicas = _default_replicas(engine, notes)
         body = dialect.mapping_body(meta, analyzer, index_type, shards, replicas)

@@ -17,6 +17,7 @@ import torch
 
 from bridge.model.batcher import Batcher, BatchObserver
 from bridge.model.embedder import Embedder, finish_vectors, pick_devices
+from bridge.model.errors import TooLarge
 from bridge.model.families import load_profile
 from bridge.model.inputs import InputError, InputPreparer, InputType
 from bridge.model.memory import release_free_memory
@@ -26,6 +27,7 @@ from bridge.model.options import (
     GPU_BATCH_TOKENS,
     ServiceOptions,
 )
+from bridge.model.passages import PassageSpec, PassageSplitter, with_title
 from bridge.model.profile import ModelProfile
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,22 @@ class EmbedResult:
     prompt_tokens: int
 
 
+@dataclass
+class PassageResult:
+    """Each input's passages: spans in its body, and one vector per passage."""
+
+    spans: list[list[tuple[int, int]]]  # per input, (start, end) code-point offsets
+    vectors: np.ndarray  # (total passages, dim), inputs' passages one after another
+    prompt_tokens: int
+
+    def per_input(self) -> list[list[tuple[int, int, np.ndarray]]]:
+        out, row = [], 0
+        for spans in self.spans:
+            out.append([(s, e, self.vectors[row + k]) for k, (s, e) in enumerate(spans)])
+            row += len(spans)
+        return out
+
+
 class EmbeddingService:
     """Embeds texts or token-id lists with the batcher; safe to share across requests."""
 
@@ -75,6 +93,9 @@ class EmbeddingService:
             )
         self.preparer = InputPreparer(
             self.profile, embedder.tokenizer, self.max_input_tokens, embedder.vocab_size
+        )
+        self.splitter = PassageSplitter(
+            self.preparer.with_offsets, self.preparer.document_ids, self.max_input_tokens
         )
         on_cpu = embedder.device.type == "cpu"
         self.batcher = Batcher(
@@ -190,16 +211,59 @@ class EmbeddingService:
         truncate: bool = True,
         normalize: bool = True,
         deadline: float | None = None,
+        titles: Sequence[str | None] | None = None,
     ) -> EmbedResult:
         """Embed one request's inputs; ``normalize=False`` skips the model's L2 norm;
-        ``deadline`` (``time.monotonic()``): drop it unembedded if still queued then."""
+        ``deadline`` (``time.monotonic()``): drop it unembedded if still queued then;
+        ``titles``: each document text is embedded under its title (``with_title``)."""
         dim = self.check_dimensions(dimensions)
+        if titles is not None:
+            inputs = [with_title(t, x) for t, x in zip(titles, self._texts(inputs), strict=True)]
         seqs = await self._prepare_in_pool(inputs, input_type, instruction, truncate)
         # Cancelling this await (the client left) cancels the batcher's future: the
         # request is then dropped from the queue instead of computed for nobody.
         pooled = await asyncio.wrap_future(self.batcher.submit(seqs, deadline))
         vectors = finish_vectors(pooled, dim, self.profile.normalize and normalize)
         return EmbedResult(vectors, sum(len(s) for s in seqs))
+
+    async def embed_passages(
+        self,
+        texts: Sequence[str],
+        spec: PassageSpec,
+        titles: Sequence[str | None] | None = None,
+        dimensions: int | None = None,
+        deadline: float | None = None,
+        max_passages: int | None = None,
+    ) -> PassageResult:
+        """Split each document text into passages (under its title) and embed them all."""
+        dim = self.check_dimensions(dimensions)
+        texts = self._texts(texts)
+        titles = list(titles) if titles is not None else [None] * len(texts)
+        loop = asyncio.get_running_loop()
+        split = await loop.run_in_executor(
+            self._tokenizer_pool, self.splitter.split, texts, titles, spec
+        )
+        seqs = [p.ids for passages in split for p in passages]
+        if max_passages is not None and len(seqs) > max_passages:
+            raise TooLarge(
+                f"the inputs make {len(seqs)} passages; the limit per request is "
+                f"{max_passages}: send fewer or shorter documents per request",
+                param="input",
+                code="too_many_passages",
+            )
+        pooled = await asyncio.wrap_future(self.batcher.submit(seqs, deadline))
+        vectors = finish_vectors(pooled, dim, self.profile.normalize)
+        spans = [[(p.start, p.end) for p in passages] for passages in split]
+        return PassageResult(spans, vectors, sum(map(len, seqs)))
+
+    @staticmethod
+    def _texts(inputs: Sequence[str] | Sequence[Sequence[int]]) -> list[str]:
+        """Titles and passages apply to text inputs only."""
+        if inputs and not isinstance(inputs[0], str):
+            raise InputError(
+                "titles and passages need text inputs, not token ids", code="text_required"
+            )
+        return list(inputs)  # type: ignore[arg-type]
 
     def embed_sync(
         self,

@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import Response
 
 from bridge.model.inputs import InputType
+from bridge.model.passages import PassageSpec
 from bridge.model.service import EmbeddingService, EmbedResult
 from bridge.server.auth import KeyStore
 from bridge.server.errors import (
@@ -159,6 +160,34 @@ def _as_inputs(value: object, max_inputs: int) -> Sequence[str] | Sequence[Seque
     return items
 
 
+def _titles(body: EmbeddingRequest, count: int) -> list[str | None] | None:
+    """The request's titles, checked against its inputs."""
+    if body.titles is not None and len(body.titles) != count:
+        raise APIError(
+            400,
+            f"titles has {len(body.titles)} entries for {count} inputs; send one per input "
+            "(null for none)",
+            param="titles",
+            code="invalid_titles",
+        )
+    if (body.titles is not None or body.passages is not None) and body.input_type == "query":
+        raise APIError(
+            400,
+            "titles and passages apply to documents: send input_type=document",
+            param="input_type",
+            code="invalid_input_type",
+        )
+    return body.titles
+
+
+def _floats(vector) -> object:
+    return vector
+
+
+def _base64(vector) -> str:
+    return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+
+
 def create_app(service: EmbeddingService, settings: ServerSettings | None = None) -> FastAPI:
     """Build the app around an already-loaded service (warm-up runs in the background)."""
     settings = settings or ServerSettings()
@@ -238,6 +267,7 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         instruction: str | None,
         truncate: bool,
         normalize: bool = True,
+        titles: Sequence[str | None] | None = None,
     ) -> EmbedResult:
         """Embed for one HTTP request: refused while draining, dropped from the queue if the
         client leaves or its ``X-Request-Timeout`` passes. Any BridgeError (bad input,
@@ -245,7 +275,7 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         deadline = _deadline(request.headers.get(TIMEOUT_HEADER))
         with lifecycle.request():
             work = service.embed(
-                inputs, dimensions, input_type, instruction, truncate, normalize, deadline
+                inputs, dimensions, input_type, instruction, truncate, normalize, deadline, titles
             )
             return await unless_client_leaves(request, work)
 
@@ -259,22 +289,52 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         },
     )
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
-        """Embed texts or token-id lists; `data` comes back in input order."""
+        """Embed texts or token-id lists; `data` comes back in input order. With `passages`,
+        each document is split and `data[i].passages` holds its passages' vectors."""
         inputs = _as_inputs(body.input, settings.max_inputs_per_request)
-        result = await run(
-            request, inputs, body.dimensions, body.input_type, body.instruction, body.truncate
-        )
-        vectors = result.vectors
-        if body.encoding_format == "base64":
-            embeddings: list = [
-                base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors
+        titles = _titles(body, len(inputs))
+        encode = _base64 if body.encoding_format == "base64" else _floats
+        if body.passages is not None:
+            spec = PassageSpec(body.passages.max_tokens, body.passages.overlap)
+            deadline = _deadline(request.headers.get(TIMEOUT_HEADER))
+            with lifecycle.request():
+                work = service.embed_passages(
+                    inputs,  # type: ignore[arg-type]
+                    spec,
+                    titles,
+                    body.dimensions,
+                    deadline,
+                    settings.max_inputs_per_request,
+                )
+                split = await unless_client_leaves(request, work)
+            data: list = [
+                {
+                    "object": "passages",
+                    "index": i,
+                    "passages": [
+                        {"start": start, "end": end, "embedding": encode(v)}
+                        for start, end, v in passages
+                    ],
+                }
+                for i, passages in enumerate(split.per_input())
             ]
+            tokens = split.prompt_tokens
         else:
-            embeddings = list(vectors)
-        data = [
-            {"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)
-        ]
-        usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
+            result = await run(
+                request,
+                inputs,
+                body.dimensions,
+                body.input_type,
+                body.instruction,
+                body.truncate,
+                titles=titles,
+            )
+            data = [
+                {"object": "embedding", "index": i, "embedding": encode(v)}
+                for i, v in enumerate(result.vectors)
+            ]
+            tokens = result.prompt_tokens
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return _json({"object": "list", "data": data, "model": model_name, "usage": usage})
 
     @app.post(

@@ -6,8 +6,23 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from bridge.model.passages import DEFAULT_PASSAGE_OVERLAP, DEFAULT_PASSAGE_TOKENS
+
 TokenIds = list[StrictInt]
 EmbeddingInput = StrictStr | list[StrictStr] | TokenIds | list[TokenIds]
+
+
+class PassageOptions(BaseModel):
+    """Split each input into passages of at most ``max_tokens`` model tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: StrictInt = Field(
+        default=DEFAULT_PASSAGE_TOKENS, description="Body tokens per passage (at most)."
+    )
+    overlap: StrictInt = Field(
+        default=DEFAULT_PASSAGE_OVERLAP, description="Tokens shared by consecutive passages."
+    )
 
 
 class EmbeddingRequest(BaseModel):
@@ -30,6 +45,16 @@ class EmbeddingRequest(BaseModel):
     truncate: bool = Field(
         default=True, description="Cut inputs over the token limit instead of failing with 400."
     )
+    titles: list[StrictStr | None] | None = Field(
+        default=None,
+        description="One title per input (null for none): each document is embedded as "
+        "title, newline, text.",
+    )
+    passages: PassageOptions | None = Field(
+        default=None,
+        description="Split each document into passages; `data[i].passages` holds one "
+        "vector per passage with its offsets in the input.",
+    )
     user: str | None = None
 
 
@@ -41,6 +66,18 @@ class EmbeddingData(BaseModel):
     )
 
 
+class PassageData(BaseModel):
+    start: int = Field(description="Offset of the passage's first character in the input.")
+    end: int = Field(description="Offset after its last character (code points).")
+    embedding: list[float] | str
+
+
+class PassagesData(BaseModel):
+    object: Literal["passages"] = "passages"
+    index: int
+    passages: list[PassageData]
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     total_tokens: int
@@ -48,7 +85,7 @@ class Usage(BaseModel):
 
 class EmbeddingResponse(BaseModel):
     object: Literal["list"] = "list"
-    data: list[EmbeddingData]
+    data: list[EmbeddingData] | list[PassagesData]
     model: str
     usage: Usage
 

@@ -10,6 +10,7 @@ import pytest
 
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
+from bridge.index.dialects import dialect_for
 from bridge.index.ingest import Indexer, read_jsonl
 from bridge.index.meta import SetupError, read_meta
 from bridge.index.search import HybridSearch, SearchOptions
@@ -92,21 +93,22 @@ def test_vectors_have_the_right_dimension_and_docs_find_themselves(indexed):
     # Elasticsearch 9 leaves vectors out of _source unless asked.
     params = {"_source_exclude_vectors": "false"} if engine.info().kind == "elasticsearch" else None
     doc = engine.request("GET", f"/{meta.alias}/_doc/espresso", params=params)["_source"]
-    assert len(doc[meta.vector_field]) == 384
+    # A short document is one passage, spanning its whole body.
+    [passage] = doc[meta.vector_field]
+    assert (passage["start"], passage["end"]) == (0, len(DOCS[0]["text"]))
+    assert len(passage["embedding"]) == 384
     assert doc["bridge"]["model"] == "minilm" and doc["bridge"]["dim"] == 384
     expected = embedder.embed([DOCS[0]["text"]], dimensions=384)[0]
-    assert float(np.dot(expected, np.array(doc[meta.vector_field]))) >= 0.999
+    assert float(np.dot(expected, np.array(passage["embedding"]))) >= 0.9999
     hits = HybridSearch(engine, embedder, meta)
+    dialect = dialect_for(engine.info())
     for d in DOCS[:5]:
         # A document's own text, as a document-mode vector, is its own nearest neighbour.
         vec = embedder.embed([d["text"]], dimensions=384)[0].tolist()
-        body = (
-            {"size": 1, "query": {"knn": {meta.vector_field: {"vector": vec, "k": 1}}}}
-            if engine.info().kind == "opensearch"
-            else {"size": 1, "knn": {"field": meta.vector_field, "query_vector": vec, "k": 1,
-                                      "num_candidates": 20}}
-        )  # fmt: skip
-        assert hits._run(body)[0].id == d["_id"]
+        body = dialect.knn_body(meta.knn_field, vec, 1, None, meta.vector_field)
+        [hit] = hits._run({"size": 1, **body})
+        assert hit.id == d["_id"]
+        assert hit.passage is not None and hit.passage.text == d["text"]
 
 
 def test_reingest_does_not_duplicate(indexed):

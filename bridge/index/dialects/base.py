@@ -15,13 +15,25 @@ if TYPE_CHECKING:
     from bridge.index.search import SearchOptions
 
 IngestMode = Literal["bridge", "native"]
+PASSAGE_HITS = "best_passage"  # the inner_hits name of a hit's best passage
+
+
+def passage_inner_hits(nested: str) -> dict:
+    """The best passage of each hit, offsets only."""
+    return {
+        "name": PASSAGE_HITS,
+        "size": 1,
+        "_source": False,
+        "fields": [f"{nested}.start", f"{nested}.end"],
+    }
 
 
 def render_mapping(
     template: str, meta: IndexMeta, analyzer: str, shards: int, replicas: int, **engine_params
 ) -> dict:
-    """The engine's mapping template filled from ``meta`` and the index settings."""
-    return rendered(
+    """The engine's mapping template filled from ``meta`` and the index settings; with
+    passages, the vector moves into nested passage objects with their offsets."""
+    body = rendered(
         "mappings",
         template,
         dim=meta.dim,
@@ -33,6 +45,20 @@ def render_mapping(
         meta={"bridge": asdict(meta)},
         **engine_params,
     )
+    properties = body["mappings"]["properties"]
+    if meta.title_field and meta.title_field not in properties:
+        properties[meta.title_field] = {"type": "text", "analyzer": analyzer}
+    if meta.passages:
+        offset = {"type": "integer", "index": False}
+        properties[meta.vector_field] = {
+            "type": "nested",
+            "properties": {
+                "embedding": properties[meta.vector_field],
+                "start": offset,
+                "end": offset,
+            },
+        }
+    return body
 
 
 class Dialect(ABC):
@@ -75,12 +101,26 @@ class Dialect(ABC):
 
     # -- search -----------------------------------------------------------------------
     @abstractmethod
-    def knn_body(self, field: str, vector: list[float], k: int, filter: dict | None) -> dict:
-        """A search body (without ``size``) whose hits are the ``k`` nearest vectors."""
+    def knn_body(
+        self,
+        field: str,
+        vector: list[float],
+        k: int,
+        filter: dict | None,
+        nested: str | None = None,
+    ) -> dict:
+        """A search body (without ``size``) whose hits are the ``k`` nearest documents.
+        ``nested``: the path of passage objects holding ``field``; a document then scores
+        as its best passage, which the hit's ``inner_hits`` names (``PASSAGE_HITS``)."""
 
     @abstractmethod
     def hybrid_bodies(
-        self, lexical: dict, field: str, vector: list[float], options: SearchOptions
+        self,
+        lexical: dict,
+        field: str,
+        vector: list[float],
+        options: SearchOptions,
+        nested: str | None = None,
     ) -> list[dict]:
         """One body when the engine fuses BM25 and kNN itself; two (lexical, semantic)
         when the bridge fuses their results."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from bridge.clients.engine import EngineClient
-from bridge.index.dialects.base import Dialect, IngestMode, render_mapping
+from bridge.index.dialects.base import Dialect, IngestMode, passage_inner_hits, render_mapping
 from bridge.index.meta import SetupError
 from bridge.plugin.build import PLUGIN_NAME
 from bridge.plugin.pipeline import PluginMissing, nodes_without_plugin, wire_native
@@ -74,7 +74,14 @@ class Elasticsearch(Dialect):
             raise SetupError(str(exc)) from exc
         meta.mode = "native"
 
-    def knn_body(self, field: str, vector: list[float], k: int, filter: dict | None) -> dict:
+    def knn_body(
+        self,
+        field: str,
+        vector: list[float],
+        k: int,
+        filter: dict | None,
+        nested: str | None = None,
+    ) -> dict:
         knn: dict = {
             "field": field,
             "query_vector": vector,
@@ -83,14 +90,21 @@ class Elasticsearch(Dialect):
         }
         if filter:
             knn["filter"] = filter
+        if nested:  # a nested kNN scores a document by its best passage
+            knn["inner_hits"] = passage_inner_hits(nested)
         return {"knn": knn}
 
     def hybrid_bodies(
-        self, lexical: dict, field: str, vector: list[float], options: SearchOptions
+        self,
+        lexical: dict,
+        field: str,
+        vector: list[float],
+        options: SearchOptions,
+        nested: str | None = None,
     ) -> list[dict]:
         return [
             {"query": lexical},
-            self.knn_body(field, vector, options.window, options.filter),
+            self.knn_body(field, vector, options.window, options.filter, nested),
         ]
 
     def vector_source_params(self) -> dict | None:

@@ -1,12 +1,13 @@
 """OpenSearch: ``knn_vector`` mappings, native ingest through ml-commons, engine-side hybrid.
 
-Native ingest is a connector to the bridge -> a remote model -> a ``text_embedding``
+Native ingest is a connector to the bridge -> a remote model -> an ``ml_inference``
 pipeline set as the index's default pipeline. Hybrid search is one ``hybrid`` query with an
 inline search pipeline (RRF or normalised linear combination).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from bridge.clients.addresses import host_is_private
 from bridge.clients.engine import EngineClient
-from bridge.index.dialects.base import Dialect, IngestMode, render_mapping
+from bridge.index.dialects.base import Dialect, IngestMode, passage_inner_hits, render_mapping
 from bridge.index.meta import SetupError
 from bridge.index.templates import rendered
 
@@ -51,7 +52,10 @@ class OpenSearch(Dialect):
         api_key: str | None,
         batch_size: int,
     ) -> None:
-        """ml-commons connector -> remote model -> text_embedding pipeline (default_pipeline)."""
+        """ml-commons connector -> remote model -> ``ml_inference`` pipeline
+        (default_pipeline). The bridge splits and embeds, as in bridge-side ingest, so a
+        document gets the same passages and vectors in both modes (OpenSearch's
+        ``text_chunking`` counts another tokenizer's tokens)."""
         _trust_bridge(engine, bridge_url)
         name = f"bridge-{meta.index}"
         connector = rendered(
@@ -59,10 +63,9 @@ class OpenSearch(Dialect):
             "opensearch-connector",
             name=name,
             bridge_url=bridge_url.rstrip("/"),
-            model=meta.model,
             dim=meta.dim,
-            dim_text=str(meta.dim),
             api_key=api_key or "none",
+            request_body=_request_body(meta),
         )
         connector_id = engine.request("POST", "/_plugins/_ml/connectors/_create", connector)[
             "connector_id"
@@ -84,22 +87,51 @@ class OpenSearch(Dialect):
                 "opensearch-ingest",
                 model_id=model_id,
                 text_field=meta.text_field,
+                title_field=meta.title_field or "no title",
+                # mustache: the title's text, or "" when the document has none
+                title_value="{{{" + meta.title_field + "}}}" if meta.title_field else "",
                 vector_field=meta.vector_field,
+                output_path="data[0].passages" if meta.passages else "data[0].embedding",
                 dim=meta.dim,
-                batch_size=batch_size,
             ),
         )
         engine.request("PUT", f"/{meta.index}/_settings", {"index.default_pipeline": pipeline})
         meta.pipeline, meta.model_id, meta.mode = pipeline, model_id, "native"
 
-    def knn_body(self, field: str, vector: list[float], k: int, filter: dict | None) -> dict:
+    def knn_body(
+        self,
+        field: str,
+        vector: list[float],
+        k: int,
+        filter: dict | None,
+        nested: str | None = None,
+    ) -> dict:
         knn: dict = {"vector": vector, "k": k}
+        if not nested:
+            if filter:
+                knn["filter"] = filter
+            return {"query": {"knn": {field: knn}}}
+        # A document scores as its best passage. The filter names document fields, which
+        # the passages (nested documents) do not have: it applies to the documents found.
+        query: dict = {
+            "nested": {
+                "path": nested,
+                "score_mode": "max",
+                "query": {"knn": {field: knn}},
+                "inner_hits": passage_inner_hits(nested),
+            }
+        }
         if filter:
-            knn["filter"] = filter
-        return {"query": {"knn": {field: knn}}}
+            query = {"bool": {"must": query, "filter": filter}}
+        return {"query": query}
 
     def hybrid_bodies(
-        self, lexical: dict, field: str, vector: list[float], options: SearchOptions
+        self,
+        lexical: dict,
+        field: str,
+        vector: list[float],
+        options: SearchOptions,
+        nested: str | None = None,
     ) -> list[dict]:
         if options.fusion == "rrf":
             processor = {
@@ -117,7 +149,7 @@ class OpenSearch(Dialect):
                     },
                 }
             }
-        semantic = self.knn_body(field, vector, options.window, options.filter)["query"]
+        semantic = self.knn_body(field, vector, options.window, options.filter, nested)["query"]
         return [
             {
                 "query": {
@@ -129,6 +161,22 @@ class OpenSearch(Dialect):
                 "search_pipeline": {"phase_results_processors": [processor]},
             }
         ]
+
+
+def _request_body(meta: IndexMeta) -> str:
+    """The connector's request: one document (ml_inference calls once per document) under
+    its title; ml-commons fills the ``${parameters.*}`` strings JSON-escaped."""
+    body = {
+        "input": ["${parameters.input}"],
+        "titles": ["${parameters.titles}"],
+        "model": meta.model,
+        "dimensions": meta.dim,
+        "input_type": "document",
+        "encoding_format": "float",
+    }
+    if meta.passages:
+        body["passages"] = meta.passages
+    return json.dumps(body)
 
 
 def _endpoint_regex(bridge_url: str) -> str:

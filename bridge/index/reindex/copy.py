@@ -17,22 +17,32 @@ from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.index.bulk import BulkItem, BulkResult, BulkWriter, Failure
 from bridge.index.dialects import dialect_for
-from bridge.index.ingest import default_text_fields, embed_items, joined_text, prepare_item
+from bridge.index.ingest import embed_items, embedded_text, prepare_item
 from bridge.index.reindex.plan import Plan, ReindexError
 
 REEMBED_BATCH = 64  # documents per embedding request when re-embedding
 
+# Truncates the vector, or each passage's vector (a list of objects with "embedding").
 TRUNCATE_SCRIPT = """
 def v = ctx._source[params.field];
-if (v == null || v.size() < params.dim) { throw new IllegalArgumentException(
-  'document ' + ctx._id + ' has no vector of at least ' + params.dim + ' values'); }
-double norm = 0;
-List out = new ArrayList();
-for (int i = 0; i < params.dim; i++) {
-  double x = ((Number) v[i]).doubleValue(); out.add(x); norm += x * x; }
-norm = Math.sqrt(norm);
-for (int i = 0; i < params.dim; i++) { out.set(i, out.get(i) / norm); }
-ctx._source[params.field] = out;
+if (v == null || v.isEmpty()) { throw new IllegalArgumentException(
+  'document ' + ctx._id + ' has no vector'); }
+List vectors = new ArrayList();
+if (v[0] instanceof Map) { for (def p : v) { vectors.add(p); } }
+else { Map one = new HashMap(); one.embedding = v; vectors.add(one); }
+for (def holder : vectors) {
+  def e = holder.embedding;
+  if (e == null || e.size() < params.dim) { throw new IllegalArgumentException(
+    'document ' + ctx._id + ' has no vector of at least ' + params.dim + ' values'); }
+  double norm = 0;
+  List out = new ArrayList();
+  for (int i = 0; i < params.dim; i++) {
+    double x = ((Number) e[i]).doubleValue(); out.add(x); norm += x * x; }
+  norm = Math.sqrt(norm);
+  for (int i = 0; i < params.dim; i++) { out.set(i, out.get(i) / norm); }
+  holder.embedding = out;
+}
+ctx._source[params.field] = v[0] instanceof Map ? v : vectors[0].embedding;
 if (ctx._source.bridge instanceof Map) { ctx._source.bridge.dim = params.dim; }
 """
 
@@ -64,11 +74,9 @@ class Copier:
         )
 
     def embedded_text(self, doc: dict) -> str:
-        """What the new index's vectors are embeddings of (the pipeline embeds the text
-        field alone; bridge-side ingest the joined text fields)."""
-        if self.target.mode == "native":
-            return str(doc.get(self.target.text_field) or "")
-        return joined_text(doc, default_text_fields(self.target))
+        """What a single-vector index's vector is an embedding of (title, then body, in
+        every ingest mode)."""
+        return embedded_text(doc, self.target)
 
     def on_engine(self, task: str | None, remember: Callable[[str], None], bar: tqdm) -> int:
         """Truncate in the engine's scripted ``_reindex`` (re-attaching to ``task`` when the
@@ -160,9 +168,10 @@ class Copier:
         for hit in hits:
             doc = {**hit["_source"], "_id": hit["_id"]}
             if self.plan.method != "re-embed":
-                vector = doc.get(self.source.vector_field)
-                if isinstance(vector, list) and len(vector) >= self.target.dim:
-                    doc[self.source.vector_field] = truncate(vector, self.target.dim).tolist()
+                value = doc.get(self.source.vector_field)
+                truncated = truncate_stored(value, self.target.dim)
+                if truncated is not None:
+                    doc[self.source.vector_field] = truncated
             docs.append(doc)
         return docs
 
@@ -181,11 +190,12 @@ class Copier:
             if isinstance(stamp, int):
                 item.body["bridge"]["indexed_at"] = stamp
             if truncating:
-                vector = doc.get(field_name)
-                if not isinstance(vector, list) or len(vector) != self.target.dim:
+                value = doc.get(field_name)
+                vectors = stored_vectors(value)
+                if not vectors or any(len(v) != self.target.dim for v in vectors):
                     failed.append(Failure(None, item.id, f"no {self.target.dim}-value vector"))
                     continue
-                item.body[field_name] = vector
+                item.body[field_name] = value
             items.append(item)
         return items
 
@@ -291,6 +301,23 @@ class Copier:
                 hits = self.search({"size": len(missing), "query": {"ids": {"values": missing}}})
                 copied += self._copy(hits)
         return copied
+
+
+def stored_vectors(value: object) -> list[list[float]]:
+    """The vectors of a stored vector field: one vector, or each passage's."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return [p.get("embedding") or [] for p in value]
+    return [value] if isinstance(value, list) and value else []
+
+
+def truncate_stored(value: object, dim: int) -> object | None:
+    """A stored vector field with every vector truncated to ``dim`` (None: not possible)."""
+    vectors = stored_vectors(value)
+    if not vectors or any(len(v) < dim for v in vectors):
+        return None
+    if isinstance(value, list) and isinstance(value[0], dict):
+        return [{**p, "embedding": truncate(p["embedding"], dim).tolist()} for p in value]
+    return truncate(value, dim).tolist()
 
 
 def truncate(vector, dim: int) -> np.ndarray:

@@ -123,6 +123,8 @@ class Reindexer:
         props = next(iter(mapping.values()))["mappings"].get("properties", {})
         text_props = props.get(self.source.text_field, {})
         vector_props = props.get(self.source.vector_field, {})
+        if vector_props.get("type") == "nested":  # passages: the vector inside
+            vector_props = vector_props.get("properties", {}).get("embedding", {})
         self.target.reindex = Checkpoint(
             source=self.source.index,
             method=self.plan.method,

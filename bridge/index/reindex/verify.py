@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from bridge.clients.engine import EngineClient
-from bridge.index.reindex.copy import Copier, truncate
+from bridge.index.ingest import title_of
+from bridge.index.reindex.copy import Copier, stored_vectors, truncate
 from bridge.index.reindex.plan import SAMPLE_SIZE, ReindexError
 
 
@@ -52,20 +53,17 @@ def check_sample(copier: Copier, since: int) -> float | None:
     )["docs"]
     field_name = copier.target.vector_field
     found = {d["_id"]: d["_source"].get(field_name) for d in got if d.get("found")}
-    if copier.plan.method == "re-embed":
-        assert copier.embedder is not None
-        texts = [copier.embedded_text(h["_source"]) for h in hits]
-        want = copier.embedder.embed(texts, dimensions=copier.target.dim)
-    else:
-        want = np.stack(
-            [truncate(h["_source"][copier.source.vector_field], copier.target.dim) for h in hits]
-        )
-    want = want / np.linalg.norm(want, axis=1, keepdims=True)
+    want = _expected(copier, [h["_source"] for h in hits])
     floor = 0.9999 if copier.plan.method != "re-embed" else 0.99
     checked, bad = [], []
     for hit, expected in zip(hits, want, strict=True):
-        stored = found.get(hit["_id"])
-        cosine = float(truncate(stored, copier.target.dim) @ expected) if stored else None
+        stored = stored_vectors(found.get(hit["_id"]))
+        cosine = None
+        if stored and len(stored) == len(expected):
+            cosine = min(
+                float(truncate(s, copier.target.dim) @ e)
+                for s, e in zip(stored, expected, strict=True)
+            )
         if cosine is not None and cosine >= floor:
             checked.append(cosine)
             continue
@@ -78,3 +76,26 @@ def check_sample(copier: Copier, since: int) -> float | None:
             f"they should be (cosine floor {floor}): {', '.join(bad)}; not moving the alias"
         )
     return min(checked) if checked else None
+
+
+def _expected(copier: Copier, sources: list[dict]) -> list[np.ndarray]:
+    """What each sampled document's vectors must be in the new index (unit rows)."""
+    target = copier.target
+    if copier.plan.method != "re-embed":
+        out = []
+        for source in sources:
+            vectors = stored_vectors(source.get(copier.source.vector_field))
+            out.append(np.stack([truncate(v, target.dim) for v in vectors]))
+        return out
+    assert copier.embedder is not None
+    if target.passages:
+        split = copier.embedder.embed_passages(
+            [str(s.get(target.text_field) or "") for s in sources],
+            [title_of(s, target) for s in sources],
+            target.passages["max_tokens"],
+            target.passages["overlap"],
+            target.dim,
+        )
+        return [np.stack([p.vector for p in passages]) for passages in split]
+    texts = [copier.embedded_text(s) for s in sources]
+    return list(copier.embedder.embed(texts, dimensions=target.dim)[:, None, :])
