@@ -21,18 +21,21 @@ class IndexTarget(Protocol):
     model: str
     text_field: str
     vector_field: str
+    title_field: str | None
+    passages: dict | None
 
 
 def pipeline_body(
     meta: IndexTarget,
     service_urls: list[str],
     *,
-    title_field: str = "title",
     batch_size: int = 64,
     linger_ms: int = 5,
     timeout_ms: int = 30000,
 ) -> dict:
-    """The ingest pipeline: the same joined text (title, then body) as bridge-side ingest."""
+    """The ingest pipeline: title and body sent as bridge-side ingest sends them, so the
+    bridge makes the same passages and vectors."""
+    passages = meta.passages or {"max_tokens": 0, "overlap": 0}
     return {
         "description": f"{meta.model} vectors ({meta.dim} dims) from the embedding bridge",
         "processors": [
@@ -42,7 +45,10 @@ def pipeline_body(
                     "model": meta.model,
                     "dimensions": meta.dim,
                     "input_type": "document",
-                    "field": [title_field, meta.text_field],
+                    "field": meta.text_field,
+                    "title_field": meta.title_field or "",
+                    "passage_tokens": passages["max_tokens"],
+                    "passage_overlap": passages["overlap"],
                     "target_field": meta.vector_field,
                     "batch_size": batch_size,
                     "linger_ms": linger_ms,

@@ -44,7 +44,8 @@ def make_index(es: str, name: str, url: str | list[str], dim: int, **options) ->
     processor = {
         "url": url,
         "dimensions": dim,
-        "field": ["title", "text"],
+        "field": "text",
+        "title_field": "title",
         "target_field": "embedding",
         "linger_ms": 5,
         "timeout_ms": 3000,
@@ -152,7 +153,14 @@ def test_wire_native_makes_a_plain_bulk_embed(es, qwen3_server):
     from bridge.plugin.pipeline import nodes_without_plugin, wire_native
 
     model = httpx.get(f"{qwen3_server.url}/v1/models").json()["data"][0]["id"]
-    meta = SimpleNamespace(dim=32, model=model, text_field="text", vector_field="embedding")
+    meta = SimpleNamespace(
+        dim=32,
+        model=model,
+        text_field="text",
+        vector_field="embedding",
+        title_field="title",
+        passages=None,
+    )
     mapping = {"properties": {"embedding": {"type": "dense_vector", "dims": 32}}}
     assert httpx.put(f"{es}/plugin-wired", json={"mappings": mapping}).status_code == 200
     engine = EngineClient(es)

@@ -167,7 +167,8 @@ def test_native_ingest_sends_the_bridge_key(opensearch_url):
         summary = Indexer(engine, meta, progress=False).ingest(read_jsonl(jsonl(DOCS[:2])))
         assert summary.indexed == 2 and not summary.failed
         doc = engine.request("GET", "/keyed/_doc/tea")["_source"]
-        assert len(doc[meta.vector_field]) == 384
+        [passage] = doc[meta.vector_field]
+        assert len(passage["embedding"]) == 384
         connectors = engine.request(
             "POST", "/_plugins/_ml/connectors/_search", {"query": {"match_all": {}}}
         )

@@ -63,7 +63,16 @@ def test_app_bulk_through_the_pipeline_while_the_service_restarts(opensearch_url
     assert again == []
     assert_exactly_once(engine, meta.index, docs)
     with_vector = engine.request(
-        "POST", f"/{meta.index}/_count", {"query": {"exists": {"field": meta.vector_field}}}
+        "POST",
+        f"/{meta.index}/_count",
+        {
+            "query": {
+                "nested": {
+                    "path": meta.vector_field,
+                    "query": {"exists": {"field": meta.knn_field}},
+                }
+            }
+        },
     )
     assert with_vector["count"] == len(docs), "a document was indexed without its vector"
     print(f"reported failed on the first pass: {len(failed)} of {len(docs)}")

@@ -52,8 +52,9 @@ def fill(engine, embedder, alias, dim, docs, mode="bridge", bridge_url=None):
     return meta
 
 
-def vectors(engine, index, field="embedding") -> dict[str, np.ndarray]:
-    """Every document's vector in ``index``, by id (asserting each id appears once)."""
+def vectors(engine, index, field="passages") -> dict[str, np.ndarray]:
+    """Every document's vector in ``index``, by id (asserting each id appears once); the
+    documents here are short: one passage each."""
     engine.request("POST", f"/{index}/_refresh")
     params = {"_source_exclude_vectors": "false"} if engine.info().kind == "elasticsearch" else {}
     answer = engine.request(
@@ -62,7 +63,11 @@ def vectors(engine, index, field="embedding") -> dict[str, np.ndarray]:
     hits = answer["hits"]["hits"]
     ids = [h["_id"] for h in hits]
     assert len(ids) == len(set(ids))
-    return {h["_id"]: np.asarray(h["_source"][field], dtype=np.float32) for h in hits}
+    out = {}
+    for hit in hits:
+        [passage] = hit["_source"][field]
+        out[hit["_id"]] = np.asarray(passage["embedding"], dtype=np.float32)
+    return out
 
 
 def assert_direct(embedder, docs, got: dict[str, np.ndarray], dim: int, floor=0.9999):

@@ -35,9 +35,15 @@ class OpenSearch(Dialect):
         shards: int,
         replicas: int,
     ) -> dict:
-        return render_mapping(
+        body = render_mapping(
             "opensearch", meta, analyzer, shards, replicas, space_type="cosinesimil"
         )
+        if meta.passages:
+            # OpenSearch 3 keeps vectors out of the stored _source ("derived source") and
+            # puts them back when reading; a reindex script sees placeholders in nested
+            # passages instead of their vectors. Stored as they are, truncation works.
+            body["settings"]["index"]["knn.derived_source.enabled"] = False
+        return body
 
     def choose_ingest(
         self, engine: EngineClient, mode: Literal["auto", "native"]

@@ -34,7 +34,8 @@ final class EmbeddingBatcher {
         void execute(Runnable task);
     }
 
-    private record Item(String text, BiConsumer<List<Object>, Exception> callback) {}
+    /** A document: its title (null: none), its body, and where its vectors go. */
+    private record Item(String title, String text, BiConsumer<List<Object>, Exception> callback) {}
 
     private static final HttpClient HTTP = HttpClient.newBuilder()
         .version(HttpClient.Version.HTTP_1_1)  // no h2c upgrade round: the bridge speaks HTTP/1.1
@@ -45,6 +46,8 @@ final class EmbeddingBatcher {
     private final String model;
     private final String inputType;
     private final Integer dimensions;
+    private final int passageTokens;
+    private final int passageOverlap;
     private final int batchSize;
     private final int lingerMs;
     private final int timeoutMs;
@@ -57,9 +60,11 @@ final class EmbeddingBatcher {
     private final AtomicInteger inFlight = new AtomicInteger();
 
     EmbeddingBatcher(
-        List<String> urls, String model, String inputType, Integer dimensions, int batchSize,
-        int lingerMs, int timeoutMs, int maxInFlight, Scheduler scheduler
+        List<String> urls, String model, String inputType, Integer dimensions, int passageTokens,
+        int passageOverlap, int batchSize, int lingerMs, int timeoutMs, int maxInFlight, Scheduler scheduler
     ) {
+        this.passageTokens = passageTokens;
+        this.passageOverlap = passageOverlap;
         this.urls = urls.stream().map(u -> u.replaceAll("/+$", "")).toList();
         this.model = model;
         this.inputType = inputType;
@@ -71,12 +76,12 @@ final class EmbeddingBatcher {
         this.scheduler = scheduler;
     }
 
-    /** Queues one text; the callback gets its vector or the reason it has none. */
-    void submit(String text, BiConsumer<List<Object>, Exception> callback) {
+    /** Queues one document; the callback gets its vector (or passages) or the reason it has none. */
+    void submit(String title, String text, BiConsumer<List<Object>, Exception> callback) {
         List<Item> full = null;
         boolean startTimer = false;
         synchronized (lock) {
-            pending.add(new Item(text, callback));
+            pending.add(new Item(title, text, callback));
             if (pending.size() >= batchSize) {
                 full = pending;
                 pending = new ArrayList<>();
@@ -194,9 +199,10 @@ final class EmbeddingBatcher {
         for (Object entry : data) {
             Map<?, ?> embedding = (Map<?, ?>) entry;
             int index = ((Number) embedding.get("index")).intValue();
+            // One vector, or the passages: [{"start", "end", "embedding"}, ...]
             @SuppressWarnings("unchecked")
-            List<Object> vector = (List<Object>) embedding.get("embedding");
-            batch.get(index).callback().accept(vector, null);
+            List<Object> vectors = (List<Object>) embedding.get(passageTokens > 0 ? "passages" : "embedding");
+            batch.get(index).callback().accept(vectors, null);
         }
     }
 
@@ -219,8 +225,24 @@ final class EmbeddingBatcher {
             }
             quote(json, batch.get(i).text());
         }
+        json.append("],\"titles\":[");
+        for (int i = 0; i < batch.size(); i++) {
+            if (i > 0) {
+                json.append(',');
+            }
+            String title = batch.get(i).title();
+            if (title == null) {
+                json.append("null");
+            } else {
+                quote(json, title);
+            }
+        }
         json.append("],\"input_type\":");
         quote(json, inputType);
+        if (passageTokens > 0) {
+            json.append(",\"passages\":{\"max_tokens\":").append(passageTokens)
+                .append(",\"overlap\":").append(passageOverlap).append('}');
+        }
         if (model != null) {
             json.append(",\"model\":");
             quote(json, model);

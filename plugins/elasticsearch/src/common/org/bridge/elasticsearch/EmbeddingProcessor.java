@@ -6,33 +6,35 @@ import org.elasticsearch.ingest.ConfigurationUtils;
 import org.elasticsearch.ingest.IngestDocument;
 
 import java.util.ArrayList;
-import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.function.BiConsumer;
 
 /**
- * Embeds the joined source fields of a document and stores the vector in the target field.
- *
- * The text is built exactly as bridge-side ingest builds it (bridge/index/ingest.py
- * {@code _joined_text}): the non-empty string fields in order, duplicates removed, joined by
- * "\n"; so a document's vector does not depend on the ingest mode. The request itself is
- * sent by an {@link EmbeddingBatcher} that gathers a bulk's documents into one call.
+ * Sends a document's body ({@code field}) and title ({@code title_field}) to the bridge and
+ * stores what comes back in the target field: with {@code passage_tokens} > 0 the list of
+ * passages ({@code start}, {@code end}, {@code embedding}) the bridge split the body into,
+ * else one vector. The bridge joins title and body and splits with the model's own
+ * tokenizer, exactly as for bridge-side ingest, so a document's vectors do not depend on
+ * the ingest mode. Requests are sent by an {@link EmbeddingBatcher} that gathers a bulk's
+ * documents into one call.
  */
 public final class EmbeddingProcessor extends AbstractProcessor {
     public static final String TYPE = "bridge_embedding";
 
-    private final List<String> sourceFields;
+    private final String textField;
+    private final String titleField;
     private final String targetField;
     private final boolean ignoreMissing;
     private final EmbeddingBatcher batcher;
 
     EmbeddingProcessor(
-        String tag, String description, List<String> sourceFields, String targetField,
+        String tag, String description, String textField, String titleField, String targetField,
         boolean ignoreMissing, EmbeddingBatcher batcher
     ) {
         super(tag, description);
-        this.sourceFields = sourceFields;
+        this.textField = textField;
+        this.titleField = titleField;
         this.targetField = targetField;
         this.ignoreMissing = ignoreMissing;
         this.batcher = batcher;
@@ -50,38 +52,35 @@ public final class EmbeddingProcessor extends AbstractProcessor {
 
     @Override
     public void execute(IngestDocument document, BiConsumer<IngestDocument, Exception> handler) {
-        String text = joinedText(document);
-        if (text.isEmpty()) {
+        String text = text(document, textField);
+        if (text == null || text.isBlank()) {
             if (ignoreMissing) {
                 handler.accept(document, null);
             } else {
                 handler.accept(null, new IllegalArgumentException(
-                    "none of the fields " + sourceFields + " holds text to embed; "
-                        + "add one, or set ignore_missing: true to index such documents without a vector"));
+                    "field [" + textField + "] holds no text to embed; "
+                        + "add it, or set ignore_missing: true to index such documents without vectors"));
             }
             return;
         }
-        batcher.submit(text, (vector, failure) -> {
+        String title = titleField == null ? null : text(document, titleField);
+        batcher.submit(title, text, (vectors, failure) -> {
             if (failure != null) {
-                handler.accept(null, failure);  // the item fails: never indexed without its vector
+                handler.accept(null, failure);  // the item fails: never indexed without its vectors
                 return;
             }
-            document.setFieldValue(targetField, vector);
+            document.setFieldValue(targetField, vectors);
             handler.accept(document, null);
         });
     }
 
-    private String joinedText(IngestDocument document) {
-        LinkedHashSet<String> parts = new LinkedHashSet<>();
-        for (String field : sourceFields) {
-            if (document.hasField(field)) {
-                Object value = document.getFieldValue(field, Object.class);
-                if (value instanceof String s && s.isEmpty() == false) {
-                    parts.add(s);
-                }
-            }
+    /** The field's string value; null when it is missing, empty or not a string. */
+    private static String text(IngestDocument document, String field) {
+        if (document.hasField(field) == false) {
+            return null;
         }
-        return String.join("\n", parts);
+        Object value = document.getFieldValue(field, Object.class);
+        return value instanceof String s && s.isEmpty() == false ? s : null;
     }
 
     /** Reads the processor options; the version-specific factories delegate here. */
@@ -93,9 +92,16 @@ public final class EmbeddingProcessor extends AbstractProcessor {
             throw ConfigurationUtils.newConfigurationException(TYPE, tag, "url",
                 "is required: the bridge's base URL, e.g. http://127.0.0.1:8000 (a list for fail-over)");
         }
-        List<String> fields = ConfigurationUtils.readOptionalListOrString(TYPE, tag, config, "field");
-        if (fields == null || fields.isEmpty()) {
-            fields = List.of("title", "text");
+        String field = ConfigurationUtils.readStringProperty(TYPE, tag, config, "field", "text");
+        String titleField = ConfigurationUtils.readOptionalStringProperty(TYPE, tag, config, "title_field");
+        if (titleField != null && titleField.isEmpty()) {
+            titleField = null;
+        }
+        int passageTokens = ConfigurationUtils.readIntProperty(TYPE, tag, config, "passage_tokens", 0);
+        int passageOverlap = ConfigurationUtils.readIntProperty(TYPE, tag, config, "passage_overlap", 0);
+        if (passageTokens < 0 || passageOverlap < 0) {
+            throw ConfigurationUtils.newConfigurationException(TYPE, tag, "passage_tokens",
+                "passage_tokens and passage_overlap must be 0 or more");
         }
         String target = ConfigurationUtils.readStringProperty(TYPE, tag, config, "target_field", "embedding");
         String model = ConfigurationUtils.readOptionalStringProperty(TYPE, tag, config, "model");
@@ -110,8 +116,9 @@ public final class EmbeddingProcessor extends AbstractProcessor {
             throw ConfigurationUtils.newConfigurationException(TYPE, tag, "linger_ms", "must be 0 or more");
         }
         EmbeddingBatcher batcher = new EmbeddingBatcher(
-            new ArrayList<>(urls), model, inputType, dimensions, batchSize, lingerMs, timeoutMs, maxInFlight, scheduler);
-        return new EmbeddingProcessor(tag, description, List.copyOf(fields), target, ignoreMissing, batcher);
+            new ArrayList<>(urls), model, inputType, dimensions, passageTokens, passageOverlap,
+            batchSize, lingerMs, timeoutMs, maxInFlight, scheduler);
+        return new EmbeddingProcessor(tag, description, field, titleField, target, ignoreMissing, batcher);
     }
 
     private static int positive(String tag, String name, int value) {
