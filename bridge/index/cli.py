@@ -27,6 +27,9 @@ from bridge.index.meta import SetupError, read_meta
 from bridge.index.reindex import Plan, Reindexer, ReindexError, plan_reindex
 from bridge.index.search import HybridSearch, SearchOptions
 from bridge.index.setup import setup_index
+from bridge.nodes import cluster
+
+FALLBACK_ENGINE_URL = "http://127.0.0.1:9200"
 
 
 def default_of(owner: Callable, name: str) -> Any:
@@ -34,27 +37,43 @@ def default_of(owner: Callable, name: str) -> Any:
     return inspect.signature(owner).parameters[name].default
 
 
+def local_engine_url() -> str:
+    """The URL of the one local engine ``bridge engine start`` runs; with none, the usual
+    default; with several, a usage error that names them."""
+    running = cluster.all_clusters()
+    if len(running) > 1:
+        urls = ", ".join(f"{s.url} ({s.engine})" for s in running)
+        raise click.UsageError(f"several local engines run ({urls}): pick one with --engine-url")
+    if running:
+        click.echo(f"using the local {running[0].engine} at {running[0].url}", err=True)
+        return running[0].url
+    return FALLBACK_ENGINE_URL
+
+
 def connection_options(func):
     """Options shared by the commands that talk to an engine and to the bridge."""
     options = [
-        click.option("--engine-url", envvar="BRIDGE_ENGINE_URL", default="http://127.0.0.1:9200",
-                     show_default=True, help="Elasticsearch or OpenSearch URL."),
+        click.option("--engine-url", envvar="BRIDGE_ENGINE_URL", default=None,
+                     help="Elasticsearch or OpenSearch URL [default: the local engine that "
+                     f"bridge engine runs, else {FALLBACK_ENGINE_URL}]."),
         click.option("--engine-user", envvar="BRIDGE_ENGINE_USER", default=None,
                      help="Basic-auth user of the engine."),
         click.option("--engine-password", envvar="BRIDGE_ENGINE_PASSWORD", default=None,
                      help="Basic-auth password of the engine."),
         click.option("--engine-api-key", envvar="BRIDGE_ENGINE_API_KEY", default=None,
                      help="Engine API key (sent as 'ApiKey ...')."),
-        click.option("--ca-file", envvar="BRIDGE_ENGINE_CA_FILE", default=None,
+        click.option("--ca-file", envvar=["BRIDGE_CA_FILE", "BRIDGE_ENGINE_CA_FILE"], default=None,
                      type=click.Path(exists=True, dir_okay=False),
                      help="CA bundle to verify the engine's TLS certificate."),
-        click.option("--insecure", is_flag=True, envvar="BRIDGE_ENGINE_INSECURE",
+        click.option("--insecure", is_flag=True,
+                     envvar=["BRIDGE_INSECURE", "BRIDGE_ENGINE_INSECURE"],
                      help="Do not verify the engine's TLS certificate."),
         click.option("--bridge-url", "bridge_urls", envvar=["BRIDGE_BRIDGE_URL", "BRIDGE_URL"],
                      multiple=True,
                      default=["http://127.0.0.1:8000"], show_default=True,
                      help="Embedding service URL; repeat for fail-over."),
-        click.option("--bridge-api-key", envvar="BRIDGE_API_KEY", default=None,
+        click.option("--bridge-api-key", envvar=["BRIDGE_BRIDGE_API_KEY", "BRIDGE_API_KEY"],
+                     default=None,
                      help="Bearer key of the embedding service."),
         click.option("--retry-for", envvar="BRIDGE_RETRY_FOR", type=float, default=60.0,
                      show_default=True, help="Seconds to keep retrying connection errors, "
@@ -68,7 +87,7 @@ def connection_options(func):
     def wrapper(**kw):
         retry_for = kw.pop("retry_for")
         engine = EngineClient(
-            kw.pop("engine_url"),
+            kw.pop("engine_url") or local_engine_url(),
             username=kw.pop("engine_user"),
             password=kw.pop("engine_password"),
             api_key=kw.pop("engine_api_key"),
