@@ -92,7 +92,7 @@ def test_rerun_skips_unchanged_and_dead_letters_keep_bad_lines(cli, tmp_path, op
 
 def test_ctrl_c_says_what_was_done_and_a_rerun_resumes(cli, tmp_path, opensearch_url, bridge_url):
     assert cli("setup", "--index", "fh-abort", "--dim", "384", "--mode", "bridge").exit_code == 0
-    docs = corpus(3000, "abort")
+    docs = corpus(1200, "abort")
     source = tmp_path / "many.jsonl"
     write_jsonl(source, docs)
     env = {**os.environ, "BRIDGE_ENGINE_URL": opensearch_url, "BRIDGE_BRIDGE_URL": bridge_url}

@@ -196,3 +196,9 @@ def test_a_target_with_documents_is_refused_with_the_command_to_drop_it():
     with pytest.raises(ReindexError, match=r"bridge indexes docs --drop docs-d256"):
         plan(facts(target=left, target_exists=True, counts={"docs-d1024": 7, "docs-d256": 3}),
              Request("docs", 256))  # fmt: skip
+
+
+def test_an_empty_index_not_made_by_the_bridge_is_never_replaced():
+    with pytest.raises(ReindexError, match="docs-d256 already exists"):
+        plan(facts(target_exists=True, counts={"docs-d1024": 7, "docs-d256": 0}),
+             Request("docs", 256))  # fmt: skip

@@ -135,18 +135,18 @@ def _source_and_resumed(facts: Facts, request: Request) -> tuple[IndexMeta, Inde
         return current, existing
     if facts.target_exists and not empty_leftover(facts, target_name):
         raise ReindexError(
-            f"{target_name} already exists and holds documents (kept from an earlier run?): "
-            f"it would be stale; drop it (bridge indexes {alias} --drop {target_name}) and "
-            "run again"
+            f"{target_name} already exists (kept from an earlier run?): it would be stale; "
+            f"drop it (bridge indexes {alias} --drop {target_name}) and run again"
         )
     return current, None
 
 
 def empty_leftover(facts: Facts, name: str) -> bool:
-    """``name`` exists, holds nothing and no run is filling it (``bridge setup`` at that
-    dimension made it, say): the reindex replaces it with the index it would create."""
-    checkpoint = facts.target.reindex if facts.target is not None else None
-    return facts.target_exists and facts.counts.get(name) == 0 and not checkpoint
+    """``name`` was made by the bridge (``bridge setup`` at that dimension, say), holds
+    nothing and no run is filling it: the reindex replaces it with the index it would
+    create. An index the bridge did not make is never replaced."""
+    made = facts.target is not None and not facts.target.reindex
+    return made and facts.target_exists and facts.counts.get(name) == 0
 
 
 def plan(facts: Facts, request: Request) -> Plan:
