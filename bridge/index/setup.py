@@ -97,6 +97,7 @@ def setup_index(
         raise SetupError("--bridge-url is needed for native ingest (the engine calls it)")
 
     existing = read_meta(engine, index)
+    created = False
     if existing is not None:
         meta = existing
         if meta.model != model:
@@ -127,13 +128,21 @@ def setup_index(
             replicas = _default_replicas(engine, notes)
         body = dialect.mapping_body(meta, analyzer, index_type, shards, replicas)
         engine.request("PUT", f"/{index}", body)
+        created = True
         notes.append(f"created {index}")
 
-    if chosen == "native" and meta.mode != "native":
-        dialect.wire_native_ingest(engine, meta, bridge_url or "", api_key, batch_size)
-        notes.append(f"ingest pipeline {meta.pipeline} (model {meta.model_id}) is the default")
-    write_meta(engine, meta)
-    _point_alias(engine, alias, index, current, notes)
+    try:
+        if chosen == "native" and meta.mode != "native":
+            dialect.wire_native_ingest(engine, meta, bridge_url or "", api_key, batch_size)
+            notes.append(f"ingest pipeline {meta.pipeline} (model {meta.model_id}) is the default")
+        write_meta(engine, meta)
+        _point_alias(engine, alias, index, current, notes)
+    except BaseException:
+        if created:  # a failed setup leaves nothing behind
+            engine.request("DELETE", f"/{index}", missing_ok=True)
+            if meta.pipeline:
+                engine.request("DELETE", f"/_ingest/pipeline/{meta.pipeline}", missing_ok=True)
+        raise
     return meta, notes
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from bridge.nodes import cluster
-from bridge.nodes.distribution import DEFAULT_PORTS, UnknownEngine
+from bridge.nodes.distribution import UnknownEngine
 from bridge.nodes.jdk import JavaNotFound
 from bridge.nodes.maven import DownloadError
 from bridge.plugin.build import PluginBuildError
@@ -94,15 +94,41 @@ def start(name, version, port, heap, nodes, fresh, timeout, require_checksum, no
     click.echo(state.url)
 
 
+def _pick_port(name: str, port: int | None, stopped_too: bool) -> int:
+    """``--port``, else the one local cluster of NAME that runs (with ``stopped_too``, else
+    the one that has a directory); a usage error names the ports when there are several."""
+    if port is not None:
+        return port
+    ports = cluster.ports_of(name)
+    if not ports and stopped_too:
+        ports = cluster.ports_of(name, running=False)
+    if len(ports) > 1:
+        choices = ", ".join(str(p) for p in ports)
+        raise click.UsageError(f"{name} has clusters on ports {choices}: pick one with --port")
+    if not ports:
+        raise click.ClickException(f"no local {name} is running (see bridge engine status)")
+    return ports[0]
+
+
 @engine.command()
 @click.argument("name", type=ENGINES)
-@click.option("--port", type=int, default=None, help="HTTP port of the cluster's first node.")
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    help="HTTP port of the cluster's first node [default: the one running].",
+)
 @click.option("--wipe", is_flag=True, help="Also delete the cluster's data.")
 def stop(name, port, wipe) -> None:
-    """Stop NAME's nodes (data is kept unless --wipe)."""
+    """Stop NAME's nodes (data is kept unless --wipe); exits 1 when none was running."""
+    port = _pick_port(name, port, stopped_too=wipe)
     was_running = cluster.stop(name, port, wipe)
-    port = port or DEFAULT_PORTS[name]
-    click.echo(f"{name} on port {port}: " + ("stopped" if was_running else "was not running"))
+    if was_running:
+        click.echo(f"{name} on port {port}: stopped" + (", data wiped" if wipe else ""))
+    elif wipe:
+        click.echo(f"{name} on port {port}: was not running, data wiped")
+    else:
+        raise click.ClickException(f"{name} on port {port} was not running")
 
 
 @engine.command()
@@ -129,12 +155,17 @@ def status(as_json) -> None:
 
 @engine.command()
 @click.argument("name", type=ENGINES)
-@click.option("--port", type=int, default=None, help="HTTP port of the cluster's first node.")
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    help="HTTP port of the cluster's first node [default: the one running, else the one that ran].",
+)
 @click.option("--node", type=int, default=0, show_default=True, help="Which node.")
 @click.option("-n", "--lines", type=int, default=50, show_default=True)
 def logs(name, port, node, lines) -> None:
     """Print the end of a node's log."""
-    port = port or DEFAULT_PORTS[name]
+    port = _pick_port(name, port, stopped_too=True)
     node_dir = cluster.cluster_dir(name, port) / f"node-{node}"
     if not node_dir.exists():
         raise click.ClickException(f"no {name} cluster on port {port} (looked in {node_dir})")

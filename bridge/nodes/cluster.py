@@ -368,6 +368,16 @@ def all_clusters() -> list[ClusterState]:
     return found
 
 
+def ports_of(engine: str, running: bool = True) -> list[int]:
+    """HTTP ports of ``engine``'s local clusters: the running ones, or every one with a
+    directory (to read the logs of a node that is no longer running)."""
+    if running:
+        return [int(s.url.rsplit(":", 1)[1]) for s in all_clusters() if s.engine == engine]
+    root = run_dir() / "clusters"
+    names = sorted(root.glob(f"{engine}-*")) if root.exists() else []
+    return [int(p.name.rpartition("-")[2]) for p in names if p.name.rpartition("-")[2].isdigit()]
+
+
 def stop_node(node: NodeState, timeout: float = 60.0) -> None:
     """SIGTERM a node, then SIGKILL if it has not exited in time."""
     if not node.pid or not _alive(node.pid):

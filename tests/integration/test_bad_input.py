@@ -76,8 +76,11 @@ def test_ingest_cli_reports_each_bad_line(opensearch_url, small_body_server, tmp
     assert engine.request("GET", "/bad-input/_count")["count"] == 20
     # The huge document is in the dead-letter file, whole, with its reason.
     entries = [json.loads(x) for x in dead.read_text().splitlines()]
-    huge = next(e for e in entries if e["doc"].get("_id") == "huge")
+    huge = next(e for e in entries if e.get("doc", {}).get("_id") == "huge")
     assert "413" in huge["reason"] and len(huge["doc"]["text"]) == len("cats dogs " * 20000)
+    raw = {e["line"]: e["raw"] for e in entries if "raw" in e}  # lines that were no document
+    assert sorted(raw) == [11, 13, 15] and raw[13] == '{"_id": "latin1", "text": "caf\ufffd"}'
+    assert raw[15] == "[1, 2, 3]"
 
 
 def test_wrong_dimension_at_the_engine_is_a_clear_failure(opensearch_url, qwen3_server):

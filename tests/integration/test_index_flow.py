@@ -115,8 +115,10 @@ def test_reingest_does_not_duplicate(indexed):
     engine, embedder, meta, _, _ = indexed
     before = engine.request("GET", f"/{meta.alias}/_count")["count"]
     again = Indexer(engine, meta, embedder, progress=False).ingest(read_jsonl(jsonl(DOCS)))
+    assert again.indexed == 0 and again.unchanged == len(DOCS)  # nothing embedded again
+    forced = Indexer(engine, meta, embedder, progress=False, skip_unchanged=False)
+    assert forced.ingest(read_jsonl(jsonl(DOCS))).indexed == len(DOCS)
     engine.request("POST", f"/{meta.alias}/_refresh")
-    assert again.indexed == len(DOCS)
     assert engine.request("GET", f"/{meta.alias}/_count")["count"] == before
     ids = {
         h["_id"]

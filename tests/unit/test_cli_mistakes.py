@@ -44,6 +44,9 @@ def test_every_option_with_a_variable_names_it_in_help():
         for param in command.params:
             if isinstance(param, click.Option) and param.envvar:
                 assert param.show_envvar, (command.name, param.name)
+                envvars = [param.envvar] if isinstance(param.envvar, str) else param.envvar
+                option = max(param.opts, key=len).lstrip("-").upper().replace("-", "_")
+                assert f"BRIDGE_{option}" in envvars, (command.name, param.name)  # as promised
     bridge_url = next(p for p in main.commands["search"].params if p.name == "bridge_urls")
     assert "BRIDGE_BRIDGE_URL" in bridge_url.envvar  # what `bridge --help` promises
     assert "BRIDGE_BRIDGE_URL" in CliRunner().invoke(main, ["search", "--help"]).output

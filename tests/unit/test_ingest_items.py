@@ -26,6 +26,8 @@ class StubEngine:
         return {"errors": False, "items": items}
 
     def request(self, method: str, path: str, body: dict | None = None, **kw) -> dict | None:
+        if path.endswith("/_mget"):
+            return {"docs": [{"_id": i, "found": False} for i in (body or {})["ids"]]}
         return None  # no index metadata: the alias has not moved
 
 

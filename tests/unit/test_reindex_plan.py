@@ -39,7 +39,11 @@ def checkpoint(method: str = "scroll", phase: str = "fill") -> dict:
 
 def test_truncatable_vectors_are_truncated_on_the_engine():
     chosen = plan(facts(), Request("docs", 256))
-    assert chosen.method == "engine" and "Matryoshka" in chosen.reason
+    assert chosen.method == "engine"
+    assert (
+        chosen.reason == "the service gives qwen3 at 256 dimensions as the first 256 "
+        "values of its 1024, re-normalised"
+    )
     assert chosen.target.index == "docs-d256" and chosen.target.model == "qwen3"
     assert chosen.target.created_at == 2.0 and chosen.target.reindex is None
     assert chosen.documents == 7 and chosen.resume is None
@@ -95,7 +99,9 @@ def test_the_same_dimension_is_refused():
 
 
 def test_a_stale_target_index_is_refused_with_what_to_delete():
-    with pytest.raises(ReindexError, match=r"docs-d256 already exists.*DELETE /docs-d256"):
+    with pytest.raises(
+        ReindexError, match=r"docs-d256 already exists.*bridge indexes docs --drop docs-d256"
+    ):
         plan(facts(target_exists=True), Request("docs", 256))
 
 
@@ -151,3 +157,48 @@ def test_the_checkpoint_round_trips_and_reads_older_forms():
     assert Checkpoint.from_stored(stored).phase is Phase.CATCH_UP
     with pytest.raises(ValueError):
         Checkpoint.from_stored({**checkpoint(), "phase": "bogus"})
+
+
+MINILM = ModelInfo("minilm", 384, 384, 384, 256)
+MINILM_SOURCE = IndexMeta(alias="docs", dim=384, model="minilm", created_at=1.0)
+
+
+@pytest.mark.parametrize("prefer", ["auto", "from-vectors", "re-embed"])
+def test_a_model_not_trained_for_truncation_names_the_fix(prefer):
+    minilm = facts(current=MINILM_SOURCE, alias_indices={"docs-d384"},
+                   counts={"docs-d384": 7}, service=MINILM)  # fmt: skip
+    with pytest.raises(ReindexError) as refused:
+        plan(minilm, Request("docs", 128, prefer))  # type: ignore[arg-type]
+    message = str(refused.value)
+    assert "minilm gives 384..384 dimensions, not 128" in message
+    assert "bridge serve --allow-truncation" in message
+    assert "--re-embed" not in message and "Matryoshka" not in message
+
+
+def test_a_model_served_with_allow_truncation_is_truncated_without_claims():
+    allowed = replace(MINILM, min_dimension=32)
+    served = facts(current=MINILM_SOURCE, alias_indices={"docs-d384"},
+                   counts={"docs-d384": 7}, service=allowed)  # fmt: skip
+    chosen = plan(served, Request("docs", 128))
+    assert chosen.method == "engine" and "Matryoshka" not in " ".join(chosen.lines())
+
+
+def test_an_empty_target_left_by_setup_is_replaced():
+    left = replace(SOURCE, dim=256, created_at=1.5)
+    chosen = plan(facts(target=left, target_exists=True, counts={"docs-d1024": 7, "docs-d256": 0}),
+                  Request("docs", 256))  # fmt: skip
+    assert chosen.replace_empty and chosen.target is not left
+    assert "note: docs-d256 exists and is empty: it is replaced" in chosen.lines()
+
+
+def test_a_target_with_documents_is_refused_with_the_command_to_drop_it():
+    left = replace(SOURCE, dim=256)
+    with pytest.raises(ReindexError, match=r"bridge indexes docs --drop docs-d256"):
+        plan(facts(target=left, target_exists=True, counts={"docs-d1024": 7, "docs-d256": 3}),
+             Request("docs", 256))  # fmt: skip
+
+
+def test_an_empty_index_not_made_by_the_bridge_is_never_replaced():
+    with pytest.raises(ReindexError, match="docs-d256 already exists"):
+        plan(facts(target_exists=True, counts={"docs-d1024": 7, "docs-d256": 0}),
+             Request("docs", 256))  # fmt: skip

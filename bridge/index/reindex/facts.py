@@ -20,10 +20,11 @@ def gather(engine: EngineClient, embedder: EmbeddingClient | None, alias: str, d
     resumed_source = None
     if current is not None and current.reindex and current.index == target_name:
         resumed_source = read_meta(engine, current.reindex["source"])
+    target_exists = engine.exists(f"/{target_name}")
+    names = [meta.index for meta in (current, resumed_source) if meta is not None]
     counts = {
-        meta.index: engine.request("GET", f"/{meta.index}/_count")["count"]
-        for meta in (current, resumed_source)
-        if meta is not None
+        name: engine.request("GET", f"/{name}/_count")["count"]
+        for name in names + ([target_name] if target_exists else [])
     }
     service, service_error = None, None
     if embedder is None:
@@ -37,7 +38,7 @@ def gather(engine: EngineClient, embedder: EmbeddingClient | None, alias: str, d
         current=current,
         alias_indices=set(behind),
         target=read_meta(engine, target_name),
-        target_exists=engine.exists(f"/{target_name}"),
+        target_exists=target_exists,
         resumed_source=resumed_source,
         counts=counts,
         service=service,

@@ -58,6 +58,7 @@ class Plan:
     delete_old: bool
     resume: Checkpoint | None = None
     notes: list[str] = field(default_factory=list)
+    replace_empty: bool = False  # NAME-dD exists, empty: dropped before it is created
 
     def lines(self) -> list[str]:
         how = {
@@ -100,8 +101,19 @@ def truncation_problem(
     if info.name != source.model:
         return f"the service serves {info.name!r}, the vectors are from {source.model!r}"
     if not info.min_dimension <= dim <= info.max_dimension:
-        return f"{info.name} gives {info.min_dimension}..{info.max_dimension} dimensions"
+        return range_problem(info, dim)
     return None
+
+
+def range_problem(info: ModelInfo, dim: int) -> str:
+    """Why the service cannot give ``dim`` values, and the way out when there is one."""
+    why = f"{info.name} gives {info.min_dimension}..{info.max_dimension} dimensions, not {dim}"
+    if dim < info.min_dimension == info.native_dimension:
+        why += (
+            f" ({info.name} is not trained for shorter vectors; to truncate anyway, restart "
+            "the service with bridge serve --allow-truncation, then run this again)"
+        )
+    return why
 
 
 def _source_and_resumed(facts: Facts, request: Request) -> tuple[IndexMeta, IndexMeta | None]:
@@ -121,12 +133,20 @@ def _source_and_resumed(facts: Facts, request: Request) -> tuple[IndexMeta, Inde
     existing = facts.target
     if existing is not None and (existing.reindex or {}).get("source") == current.index:
         return current, existing
-    if facts.target_exists:
+    if facts.target_exists and not empty_leftover(facts, target_name):
         raise ReindexError(
-            f"{target_name} already exists (kept from an earlier run?): it would be "
-            f"stale; delete it (DELETE /{target_name}) and run again"
+            f"{target_name} already exists (kept from an earlier run?): it would be stale; "
+            f"drop it (bridge indexes {alias} --drop {target_name}) and run again"
         )
     return current, None
+
+
+def empty_leftover(facts: Facts, name: str) -> bool:
+    """``name`` was made by the bridge (``bridge setup`` at that dimension, say), holds
+    nothing and no run is filling it: the reindex replaces it with the index it would
+    create. An index the bridge did not make is never replaced."""
+    made = facts.target is not None and not facts.target.reindex
+    return made and facts.target_exists and facts.counts.get(name) == 0
 
 
 def plan(facts: Facts, request: Request) -> Plan:
@@ -144,13 +164,20 @@ def plan(facts: Facts, request: Request) -> Plan:
     elif problem is None or (prefer == "from-vectors" and info is None and source.dim > dim):
         if problem:
             notes.append(problem + "; truncating anyway (--from-vectors)")
+        reason = (
+            f"the service gives {info.name} at {dim} dimensions as the first {dim} values "
+            f"of its {source.dim}, re-normalised"
+            if info is not None
+            else "--from-vectors"
+        )
         if facts.scripted_reindex:
-            method, reason = "engine", f"{source.model} vectors are Matryoshka-truncatable"
+            method = "engine"
         else:
             method = "scroll"
-            reason = "the engine lacks the reindex/painless modules, so the bridge truncates"
+            reason += "; the engine lacks the reindex/painless modules, so the bridge truncates"
     elif prefer == "from-vectors":
-        raise ReindexError(f"--from-vectors is not possible: {problem}; use --re-embed")
+        fix = "" if "--allow-truncation" in str(problem) else "; use --re-embed"
+        raise ReindexError(f"--from-vectors is not possible: {problem}{fix}")
     else:
         method, reason = "re-embed", str(problem)
     if method == "re-embed" or source.mode == "native":
@@ -158,10 +185,7 @@ def plan(facts: Facts, request: Request) -> Plan:
             why = "to re-embed" if method == "re-embed" else "the new index embeds at ingest"
             raise ReindexError(f"the embedding service is needed ({why}): {facts.service_error}")
         if not info.min_dimension <= dim <= info.max_dimension:
-            raise ReindexError(
-                f"{info.name} gives {info.min_dimension}..{info.max_dimension} dimensions, "
-                f"not {dim}"
-            )
+            raise ReindexError(range_problem(info, dim))
     model = info.name if (method == "re-embed" and info is not None) else source.model
     target = existing or replace(
         source,
@@ -174,7 +198,10 @@ def plan(facts: Facts, request: Request) -> Plan:
         reindex=None,
     )
     documents = facts.counts[source.index]
+    replace_empty = existing is None and empty_leftover(facts, target.index)
+    if replace_empty:
+        notes.append(f"{target.index} exists and is empty: it is replaced")
     return Plan(
         request.alias, source, target, method, reason, documents, request.delete_old, resume,
-        notes,
+        notes, replace_empty,
     )  # fmt: skip

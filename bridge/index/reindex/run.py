@@ -116,7 +116,18 @@ class Reindexer:
         self.summary.seconds = time.perf_counter() - started
         return self.summary
 
+    def _drop_empty_target(self) -> None:
+        """The plan found NAME-dD empty (made by ``bridge setup``): drop it, unless it has
+        received documents since."""
+        name = self.target.index
+        count = self.engine.request("GET", f"/{name}/_count", missing_ok=True)
+        if count and count["count"]:
+            raise ReindexError(f"{name} received {count['count']} documents since the plan")
+        self.engine.request("DELETE", f"/{name}", missing_ok=True)
+
     def _create_target(self) -> None:
+        if self.plan.replace_empty:
+            self._drop_empty_target()
         settings = self.engine.request("GET", f"/{self.source.index}/_settings")
         index_settings = next(iter(settings.values()))["settings"]["index"]
         mapping = self.engine.request("GET", f"/{self.source.index}/_mapping")
