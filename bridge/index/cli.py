@@ -521,8 +521,15 @@ def evaluate_command(
         summary = ingest_file(indexer, str(corpus))
         engine.request("POST", f"/{meta.alias}/_refresh")
         click.echo(f"indexed {summary.indexed}, failed {len(summary.failed)}", err=True)
-    qrels_map = ev.load_qrels(qrels)
-    query_map = {q: t for q, t in ev.load_queries(queries).items() if q in qrels_map}
+    query_map, qrels_map, skipped = ev.judged_queries(
+        ev.load_queries(queries), ev.load_qrels(qrels)
+    )
+    if skipped:
+        click.echo(
+            f"- {skipped} judged quer{'y has' if skipped == 1 else 'ies have'} no text in "
+            f"{queries}: skipped (as BEIR's evaluation does)",
+            err=True,
+        )
     halves = ev.fetch_halves(HybridSearch(engine, embedder, meta), query_map)
     profile = SearchOptions.from_profile(meta.search_profile)
     current = {
@@ -536,7 +543,11 @@ def evaluate_command(
     results = {
         m: ev.evaluate(run, qrels_map) for m, run in ev.mode_runs(halves, wanted, current).items()
     }
-    payload: dict = {"index": meta.alias, "modes": ev.as_json(results)}
+    payload: dict = {
+        "index": meta.alias,
+        "modes": ev.as_json(results),
+        "skipped_queries": skipped,
+    }
     if tune:
         best, best_scores, tried = ev.tune(halves, qrels_map)
         label = "tuned: " + (

@@ -51,6 +51,13 @@ def load_qrels(path: Path) -> Qrels:
     return qrels
 
 
+def judged_queries(queries: dict[str, str], qrels: Qrels) -> tuple[dict[str, str], Qrels, int]:
+    """The queries that have both a text and judgements, their qrels, and how many judged
+    queries were skipped for having no text (BEIR subsets often ship such qrels)."""
+    both = [q for q in qrels if q in queries]
+    return {q: queries[q] for q in both}, {q: qrels[q] for q in both}, len(qrels) - len(both)
+
+
 def ndcg_at(ranking: Sequence[str], judged: dict[str, int], k: int = 10) -> float:
     dcg = sum(
         judged.get(doc, 0) / math.log2(rank + 1) for rank, doc in enumerate(ranking[:k], start=1)

@@ -1,10 +1,11 @@
 """Splitting a document into passages that each fit the model, counted in its own tokens.
 
 A document's body is cut into windows of at most ``max_tokens`` tokens of the serving
-model's tokenizer, consecutive windows sharing ``overlap`` tokens; cuts fall between words
-where one is near. Each passage is embedded with the document's title in front (the same
-``with_title`` text bridge-side ingest always embedded), so a body that fits in one window
-is one passage whose vector equals the document's single vector. Nothing is cut silently:
+model's tokenizer, consecutive windows sharing ``overlap`` tokens; a cut moves back to the
+nearest paragraph break, else sentence end, else word boundary near the window's end.
+Each passage is embedded with the document's title in front (the same ``with_title`` text
+bridge-side ingest always embedded), so a body that fits in one window is one passage
+whose vector equals the document's single vector. Nothing is cut silently:
 when a title leaves too little room, the input is refused.
 
 Offsets are Unicode code-point positions in the body (Python ``str`` indices).
@@ -67,40 +68,53 @@ OffsetEncoder = Callable[[list[str], bool], list[tuple[list[int], Offsets]]]
 Finisher = Callable[[str], list[int]]
 
 
-def _starts_word(text: str, offsets: Offsets, k: int) -> bool:
-    """Whether token ``k`` begins a word (a cut before it falls between words)."""
+def boundary(text: str, offsets: Offsets, k: int) -> int:
+    """How good a cut before token ``k`` is: 3 between paragraphs, 2 between sentences,
+    1 between words, 0 inside a word."""
     if k <= 0 or k >= len(offsets):
-        return True
-    start = offsets[k][0]
-    return (
-        start > offsets[k - 1][1]
-        or text[start : start + 1].isspace()
-        or text[start - 1 : start].isspace()
-    )
+        return 3
+    prev_end, start, end = offsets[k - 1][1], offsets[k][0], offsets[k][1]
+    token = text[start:end]
+    space = text[prev_end:start] + token[: len(token) - len(token.lstrip())]
+    if not space and not text[start - 1 : start].isspace():
+        return 0
+    if space.count("\n") >= 2:
+        return 3
+    before = text[:prev_end].rstrip()[-1:]
+    return 2 if before in (".", "!", "?", ":", ";") or "\n" in space else 1
+
+
+def _best_cut(text: str, offsets: Offsets, low: int, high: int) -> int | None:
+    """The best cut in ``[low, high]``: the strongest boundary, the latest of equals; None
+    when every position is inside a word."""
+    best, where = 0, None
+    for k in range(high, low - 1, -1):
+        strength = boundary(text, offsets, k)
+        if strength > best:
+            best, where = strength, k
+            if strength == 3:
+                break
+    return where
 
 
 def window_end(text: str, offsets: Offsets, i: int, window: int) -> int:
     """End (exclusive) of the window starting at token ``i``: ``window`` tokens on, moved
-    back to a word boundary when one is within the last quarter."""
+    back within the last third to the best boundary there (paragraph, sentence, word)."""
     n = len(offsets)
     j = min(i + window, n)
     if j < n:
-        k = j
-        while k > i + (3 * window) // 4 and not _starts_word(text, offsets, k):
-            k -= 1
-        if _starts_word(text, offsets, k):
-            j = k
+        j = _best_cut(text, offsets, i + max(1, (2 * window) // 3), j) or j
     return j
 
 
 def next_start(text: str, offsets: Offsets, i: int, j: int, overlap: int) -> int:
-    """Start of the window after ``[i, j)``: ``overlap`` tokens before ``j``, or a little
-    more to start on a word; always after ``i``."""
+    """Start of the window after ``[i, j)``: ``overlap`` tokens before ``j``, moved back up
+    to half the overlap to the best boundary there; always after ``i``."""
     following = max(j - overlap, i + 1)
-    k = following
-    while k > max(i + 1, following - max(1, overlap // 2)) and not _starts_word(text, offsets, k):
-        k -= 1
-    return k if _starts_word(text, offsets, k) else following
+    if overlap == 0:
+        return following
+    low = max(i + 1, following - max(1, overlap // 2))
+    return _best_cut(text, offsets, low, following) or following
 
 
 def token_windows(text: str, offsets: Offsets, window: int, overlap: int) -> list[tuple[int, int]]:

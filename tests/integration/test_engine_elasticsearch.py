@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import elasticsearch
 import pytest
 from elasticsearch import Elasticsearch
@@ -25,7 +27,17 @@ def server_version(es: Elasticsearch) -> str:
 def test_client_major_matches_server(es):
     server_major = int(server_version(es).split(".")[0])
     assert elasticsearch.__versionstr__.split(".")[0] == str(server_major) == "9"
-    assert es.license.get()["license"]["type"] == "basic"
+    # The node writes its basic licence just after it forms the cluster: wait for it.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            license_type = es.license.get()["license"]["type"]
+            break
+        except elasticsearch.NotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    assert license_type == "basic"
 
 
 @pytest.mark.parametrize("index_type", ["hnsw", "int8_hnsw", "bbq_hnsw"])

@@ -47,6 +47,8 @@ def beir(tmp_path):
     qrels = tmp_path / "qrels.tsv"
     rows = ["query-id\tcorpus-id\tscore"]
     rows += [f"{q}\t{d}\t{g}" for q, (_, rel) in QUERIES.items() for d, g in rel.items()]
+    # Judged queries the queries file lacks (BEIR subsets ship such qrels): skipped, not 0.
+    rows += ["lost-1\tpart-x17\t1", "lost-2\tpart-x17\t1"]
     qrels.write_text("\n".join(rows) + "\n")
     return corpus, queries, qrels
 
@@ -73,6 +75,7 @@ def test_eval_and_tune_save_a_profile_that_search_uses(beir, opensearch_url, tmp
             meta = read_meta(engine, "beir-tiny")
         assert meta.search_profile == report["tuned"]["profile"]
         assert "saved search profile" in result.output
+        assert report["skipped_queries"] == 2 and "2 judged queries have no text" in result.output
 
         printed = CliRunner().invoke(
             main,
@@ -83,6 +86,7 @@ def test_eval_and_tune_save_a_profile_that_search_uses(beir, opensearch_url, tmp
         assert json.loads(printed.stdout) == {
             "index": "beir-tiny",
             "modes": {"bm25": modes["bm25"]},
+            "skipped_queries": 2,
         }
 
         found = CliRunner().invoke(

@@ -82,4 +82,6 @@ def test_bridge_setup_from_an_installed_wheel(tmp_path, opensearch_url, qwen3_se
     assert done.returncode == 0, done.stderr
     mapping = EngineClient(opensearch_url).request("GET", "/from-wheel-d64/_mapping")
     props = mapping["from-wheel-d64"]["mappings"]["properties"]
-    assert props["embedding"]["type"] == "knn_vector" and props["embedding"]["dimension"] == 64
+    vector = props["passages"]["properties"]["embedding"]  # passage vectors by default
+    assert props["passages"]["type"] == "nested"
+    assert vector["type"] == "knn_vector" and vector["dimension"] == 64

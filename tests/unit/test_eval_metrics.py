@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bridge.index.evaluate import evaluate, mrr_at, ndcg_at, recall_at
+from bridge.index.evaluate import evaluate, judged_queries, mrr_at, ndcg_at, recall_at
 from bridge.index.search import linear_fusion, normalize_scores, rrf
 
 
@@ -34,6 +34,16 @@ def test_queries_without_relevant_documents_are_skipped():
     run = {"q1": ["a"], "q2": ["b"]}
     scores = evaluate(run, qrels)
     assert scores.queries == 1 and scores.ndcg_at_10 == 1.0 and scores.mrr_at_10 == 1.0
+
+
+def test_judged_queries_without_text_are_skipped_not_zero():
+    # BEIR subsets ship qrels for more queries than queries.jsonl holds.
+    queries = {"q1": "first", "q3": "unjudged"}
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}, "q4": {"c": 1}}
+    texts, judged, skipped = judged_queries(queries, qrels)
+    assert texts == {"q1": "first"} and judged == {"q1": {"a": 1}} and skipped == 2
+    scores = evaluate({"q1": ["a"]}, judged)
+    assert scores.queries == 1 and scores.ndcg_at_10 == 1.0
 
 
 def test_rrf_by_hand():

@@ -27,9 +27,16 @@ def test_source_hash_is_stable():
 
 
 def test_pipeline_body_embeds_title_and_body_like_bridge_side_ingest():
-    meta = SimpleNamespace(dim=128, model="m", text_field="body", vector_field="vec")
+    meta = SimpleNamespace(
+        dim=128, model="m", text_field="body", vector_field="vec", title_field="head",
+        passages={"max_tokens": 200, "overlap": 20},
+    )  # fmt: skip
     options = pipeline_body(meta, ["http://a:8000", "http://b:8000"])["processors"][0][PROCESSOR]
-    assert options["field"] == ["title", "body"]
+    assert options["field"] == "body" and options["title_field"] == "head"
+    assert (options["passage_tokens"], options["passage_overlap"]) == (200, 20)
     assert options["target_field"] == "vec" and options["dimensions"] == 128
     assert options["url"] == ["http://a:8000", "http://b:8000"]
     assert "api_key" not in options  # the key lives in the keystore only
+    meta.passages, meta.title_field = None, None
+    options = pipeline_body(meta, ["http://a:8000"])["processors"][0][PROCESSOR]
+    assert options["passage_tokens"] == 0 and options["title_field"] == ""

@@ -1,0 +1,95 @@
+"""Splitting bodies into passages, with a word-level tokenizer (one token per word)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bridge.model.errors import InputError, TooLarge
+from bridge.model.passages import PassageSpec, PassageSplitter, boundary, with_title
+
+
+def encode(texts: list[str], add_special_tokens: bool):
+    out = []
+    for text in texts:
+        spans = [m.span() for m in re.finditer(r"\S+", text)]
+        ids = list(range(len(spans)))
+        if add_special_tokens:
+            ids = [-1, *ids, -2]
+        out.append((ids, spans))
+    return out
+
+
+def finish(text: str) -> list[int]:
+    return encode([text], True)[0][0]
+
+
+def splitter(limit: int = 64) -> PassageSplitter:
+    return PassageSplitter(encode, finish, limit)
+
+
+def words(n: int, start: int = 0) -> str:
+    return " ".join(f"w{i}" for i in range(start, start + n))
+
+
+def test_with_title_joins_non_empty_parts_once():
+    assert with_title("T", "body") == "T\nbody"
+    assert with_title(None, "body") == with_title("", "body") == "body"
+    assert with_title("same", "same") == "same"
+
+
+def test_short_body_is_one_passage_spanning_it():
+    body = "  a short body "
+    [[passage]] = splitter().split([body], ["Title"], PassageSpec(32, 4))
+    assert (passage.start, passage.end) == (0, len(body))
+    assert passage.ids == finish("Title\n" + body)
+
+
+@pytest.mark.parametrize("overlap", [0, 3, 8])
+def test_every_word_is_covered_windows_fit_and_overlap(overlap):
+    body = words(200)
+    spec = PassageSpec(32, overlap)
+    [passages] = splitter(limit=40).split([body], ["A title here"], spec)
+    covered = set()
+    for p in passages:
+        text = body[p.start : p.end]
+        assert len(p.ids) <= 40 and len(text.split()) <= 32
+        assert text == text.strip() and p.ids == finish("A title here\n" + text)
+        covered |= set(text.split())
+    assert covered == set(body.split())  # nothing cut silently
+    for a, b in zip(passages, passages[1:], strict=False):
+        shared = len(set(body[a.start : a.end].split()) & set(body[b.start : b.end].split()))
+        assert shared >= overlap and (overlap or shared == 0)
+
+
+def test_the_window_leaves_room_for_the_title():
+    body = words(100)
+    [passages] = splitter(limit=30).split([body], [words(10, 1000)], PassageSpec(64, 0))
+    assert all(len(p.ids) <= 30 for p in passages)
+    assert max(len(body[p.start : p.end].split()) for p in passages) == 30 - 2 - 10
+
+
+def test_cuts_prefer_paragraphs_then_sentences():
+    first = " ".join(["alpha."] * 27)
+    body = first + "\n\n" + " ".join(["beta gamma."] * 40)
+    [passages] = splitter().split([body], [None], PassageSpec(32, 0))
+    assert body[passages[0].start : passages[0].end] == first  # the paragraph, not 32 words
+    assert body[passages[1].start : passages[1].end].endswith(".")
+
+
+def test_boundary_strengths():
+    text = "One two. Three\n\nFour"
+    offsets = [m.span() for m in re.finditer(r"\S+", text)]
+    assert [boundary(text, offsets, k) for k in range(1, 4)] == [1, 2, 3]
+
+
+def test_bad_specs_and_long_titles_are_refused():
+    with pytest.raises(InputError, match="overlap"):
+        splitter().split(["x"], [None], PassageSpec(32, 17))
+    with pytest.raises(InputError, match="at least 16"):
+        splitter().split(["x"], [None], PassageSpec(8, 0))
+    with pytest.raises(TooLarge, match="title"):
+        splitter(limit=40).split([words(100)], [words(30, 500)], PassageSpec(32, 0))
+    with pytest.raises(InputError, match="empty"):
+        splitter().split(["  "], [None], PassageSpec(32, 0))
