@@ -25,6 +25,9 @@ from bridge.model.passages import (
 Mode = Literal["auto", "bridge", "native"]
 DEFAULT_PASSAGES = PassageSpec(DEFAULT_PASSAGE_TOKENS, DEFAULT_PASSAGE_OVERLAP)
 
+# Documents per embedding request of a native pipeline (setup's and reindex's wiring).
+PIPELINE_BATCH_SIZE = 32
+
 
 def check_service_dimension(
     embedder: EmbeddingClient, dim: int, passages: PassageSpec | None = None
@@ -68,7 +71,7 @@ def setup_index(
     index_type: str | None = None,
     shards: int = 1,
     replicas: int | None = None,
-    batch_size: int = 32,
+    batch_size: int = PIPELINE_BATCH_SIZE,
     title_field: str | None = "title",
     passages: PassageSpec | None = DEFAULT_PASSAGES,
     bm25_fields: list[str] | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 
+import httpx
 import numpy as np
 import pytest
 
@@ -240,6 +242,48 @@ def test_native_index_keeps_native_ingest(opensearch_url, wide_bridge):
     Indexer(engine, meta, progress=False).ingest(as_docs(late))
     engine.request("POST", "/nat/_refresh")
     assert_direct(embedder, late, vectors(engine, "nat-d64"), 64)
+
+
+def test_native_elasticsearch_index_keeps_the_plugin_pipeline(elasticsearch_url, wide_bridge):
+    """``bridge reindex --dim`` of an index wired to the Elasticsearch plugin: the new index
+    gets the plugin's pipeline at the new dim, so an app's plain _bulk keeps getting vectors."""
+    bridge_url, embedder = wide_bridge
+    engine = EngineClient(elasticsearch_url)
+    docs = corpus(60, prefix="es", seed=6)
+    old = fill(engine, embedder, "esnat", 256, docs, mode="native", bridge_url=bridge_url)
+    assert old.mode == "native" and old.pipeline
+
+    done = run_cli(elasticsearch_url, bridge_url, "--index", "esnat", "--dim", "64", "--json")
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    meta = read_meta(engine, "esnat")
+    assert meta.index == "esnat-d64" and meta.mode == "native" and meta.dim == 64
+    settings = engine.request("GET", "/esnat-d64/_settings")["esnat-d64"]["settings"]["index"]
+    assert settings["default_pipeline"] == meta.pipeline != old.pipeline
+
+    def processor(pipeline: str) -> dict:
+        body = engine.request("GET", f"/_ingest/pipeline/{pipeline}")[pipeline]
+        return body["processors"][0]["bridge_embedding"]
+
+    before, after = processor(old.pipeline), processor(meta.pipeline)
+    assert after["dimensions"] == 64 and before["dimensions"] == 256
+    assert after["batch_size"] == before["batch_size"]  # not the copy's page size
+    assert_direct(embedder, docs, vectors(engine, "esnat-d64"), 64)
+
+    late = corpus(5, prefix="late", seed=10)  # an app's plain _bulk into the alias
+    lines = [
+        line
+        for d in late
+        for line in (json.dumps({"index": {"_id": d["_id"]}}), json.dumps({"text": d["text"]}))
+    ]
+    answer = httpx.post(
+        f"{elasticsearch_url}/esnat/_bulk?refresh=true",
+        content="\n".join(lines) + "\n",
+        headers={"Content-Type": "application/x-ndjson"},
+        timeout=60,
+    ).json()
+    assert not answer["errors"], answer
+    assert_direct(embedder, late, vectors(engine, "esnat-d64"), 64)
 
 
 def test_refusals_are_clear(opensearch_url, wide_bridge):

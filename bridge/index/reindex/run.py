@@ -19,6 +19,7 @@ from bridge.index.reindex.checkpoint import Checkpoint, Phase
 from bridge.index.reindex.copy import Copier
 from bridge.index.reindex.plan import Plan, ReindexError
 from bridge.index.reindex.verify import check_counts, check_sample
+from bridge.index.setup import PIPELINE_BATCH_SIZE
 
 # Writers stamp bridge.indexed_at with their own clock: catch-up looks this far back.
 CLOCK_MARGIN_MS = 30_000
@@ -158,8 +159,9 @@ class Reindexer:
         if self.source.mode == "native":
             if not self.bridge_url:
                 raise ReindexError("--bridge-url is needed: the new index embeds at ingest")
+            # The pipeline batches as setup's does, not by the copy's page size (--batch).
             self.dialect.wire_native_ingest(
-                self.engine, self.target, self.bridge_url, self.api_key, self.batch_size
+                self.engine, self.target, self.bridge_url, self.api_key, PIPELINE_BATCH_SIZE
             )
         write_meta(self.engine, self.target)
 
