@@ -21,7 +21,7 @@ def physical_name(alias: str, dim: int) -> str:
     return f"{alias}-d{dim}"
 
 
-TITLE_BOOST = 2.0  # BM25 weight of the title against the body (docs/search.md: measured)
+TITLE_BOOST = 1.0  # BM25 weight of the title against the body (docs/search.md: measured)
 
 
 @dataclass

@@ -123,7 +123,7 @@ class HybridSearch:
         fields = options.text_fields or self.meta.lexical_fields
         match: dict = {"match": {fields[0]: text}}
         if len(fields) > 1 or "^" in fields[0]:
-            match = {"multi_match": {"query": text, "fields": fields, "type": "best_fields"}}
+            match = {"multi_match": {"query": text, "fields": fields, "type": "cross_fields"}}
         if options.filter:
             return {"bool": {"must": match, "filter": options.filter}}
         return match

@@ -132,6 +132,9 @@ def test_native_and_bridge_side_ingest_store_the_same_passages(request, server, 
             ]
             for d in docs
         }
+        # BM25 searches the title too: "Six topics" is only in the long one's title.
+        [hit] = HybridSearch(engine, embedder, meta).search("six", SearchOptions(mode="bm25"))
+        assert hit.id == "long"
         # kNN scores a document by its best passage, and names it.
         search = HybridSearch(engine, embedder, meta)
         for mode_name in ("knn", "hybrid"):

@@ -4,6 +4,7 @@ package org.bridge.elasticsearch;
 import org.elasticsearch.cluster.service.ClusterService;
 import org.elasticsearch.common.settings.Setting;
 import org.elasticsearch.common.settings.Settings;
+import org.elasticsearch.common.util.concurrent.ThreadContext;
 import org.elasticsearch.ingest.Processor;
 import org.elasticsearch.plugins.ActionPlugin;
 import org.elasticsearch.plugins.IngestPlugin;
@@ -14,6 +15,7 @@ import org.elasticsearch.rest.RestHandler;
 import java.util.Collection;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Supplier;
 
 /** Registers {@code bridge.api_key} and reloads it on {@code _nodes/reload_secure_settings}. */
 public abstract class BridgePluginBase extends Plugin implements ActionPlugin, IngestPlugin, ReloadablePlugin {
@@ -52,6 +54,11 @@ public abstract class BridgePluginBase extends Plugin implements ActionPlugin, I
             @Override
             public void execute(Runnable task) {
                 parameters.genericExecutor.accept(task);
+            }
+
+            @Override
+            public Supplier<ThreadContext.StoredContext> captureContext() {
+                return parameters.threadContext.newRestorableContext(false);
             }
         };
     }

@@ -3,6 +3,7 @@ package org.bridge.elasticsearch;
 
 import org.elasticsearch.ElasticsearchStatusException;
 import org.elasticsearch.common.util.concurrent.EsRejectedExecutionException;
+import org.elasticsearch.common.util.concurrent.ThreadContext;
 import org.elasticsearch.common.xcontent.XContentHelper;
 import org.elasticsearch.rest.RestStatus;
 import org.elasticsearch.xcontent.json.JsonXContent;
@@ -19,6 +20,7 @@ import java.util.Map;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.BiConsumer;
+import java.util.function.Supplier;
 
 /**
  * Elasticsearch runs a bulk's documents through the pipeline without waiting for async
@@ -32,10 +34,27 @@ final class EmbeddingBatcher {
         void schedule(long delayMs, Runnable task);
 
         void execute(Runnable task);
+
+        /** The calling thread's context (its bulk request's response headers, its user). */
+        Supplier<ThreadContext.StoredContext> captureContext();
     }
 
-    /** A document: its title (null: none), its body, and where its vectors go. */
-    private record Item(String title, String text, BiConsumer<List<Object>, Exception> callback) {}
+    /**
+     * A document: its title (null: none), its body, where its vectors go, and the context
+     * of the bulk it came from. The callback runs in that context, whichever thread
+     * delivers the vectors, so the bulk response keeps its headers (X-elastic-product,
+     * which clients check) and the rest of the bulk runs as its own request.
+     */
+    private record Item(
+        String title, String text, BiConsumer<List<Object>, Exception> callback,
+        Supplier<ThreadContext.StoredContext> context
+    ) {
+        void complete(List<Object> vector, Exception failure) {
+            try (ThreadContext.StoredContext ignored = context.get()) {
+                callback.accept(vector, failure);
+            }
+        }
+    }
 
     private static final HttpClient HTTP = HttpClient.newBuilder()
         .version(HttpClient.Version.HTTP_1_1)  // no h2c upgrade round: the bridge speaks HTTP/1.1
@@ -81,7 +100,7 @@ final class EmbeddingBatcher {
         List<Item> full = null;
         boolean startTimer = false;
         synchronized (lock) {
-            pending.add(new Item(title, text, callback));
+            pending.add(new Item(title, text, callback, scheduler.captureContext()));
             if (pending.size() >= batchSize) {
                 full = pending;
                 pending = new ArrayList<>();
@@ -202,7 +221,7 @@ final class EmbeddingBatcher {
             // One vector, or the passages: [{"start", "end", "embedding"}, ...]
             @SuppressWarnings("unchecked")
             List<Object> vectors = (List<Object>) embedding.get(passageTokens > 0 ? "passages" : "embedding");
-            batch.get(index).callback().accept(vectors, null);
+            batch.get(index).complete(vectors, null);
         }
     }
 
@@ -213,7 +232,7 @@ final class EmbeddingBatcher {
 
     private static void failAll(List<Item> batch, Exception failure) {
         for (Item item : batch) {
-            item.callback().accept(null, failure);
+            item.complete(null, failure);
         }
     }
 
