@@ -57,7 +57,10 @@ def test_work_of_clients_that_left_is_not_computed():
         dropped = _metric(server.url, "bridge_dropped_inputs_total", '{reason="cancelled"}')
         assert dropped > 0, "no queued input was dropped: the test tests nothing"
         left = _metric(server.url, "bridge_requests_total", '{route="/v1/embeddings",status="499"}')
-        assert left == sum(isinstance(o, httpx.TimeoutException) for o in gone)
+        # Each 499 is a client that left; a client whose timeout passed before the server
+        # read its request leaves no trace there, so under load a few may be missing.
+        timeouts = sum(isinstance(o, httpx.TimeoutException) for o in gone)
+        assert 0 < left <= timeouts and left >= timeouts - 3, (left, timeouts)
 
 
 def test_a_request_whose_deadline_passes_in_the_queue_gets_504():
