@@ -6,8 +6,9 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import orjson
 from fastapi import Depends, FastAPI, Header, Request
@@ -37,6 +38,7 @@ from bridge.server.schemas import (
 from bridge.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _json(payload: object, status: int = 200) -> Response:
@@ -259,6 +261,14 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
                 code="invalid_api_key",
             )
 
+    async def guarded(request: Request, work: Callable[[float | None], Awaitable[T]]) -> T:
+        """Run ``work(deadline)`` for one HTTP request: refused while draining, dropped from
+        the queue if the client leaves or its ``X-Request-Timeout`` passes. Any BridgeError
+        (bad input, overload, shutdown...) is answered by errors.py."""
+        deadline = _deadline(request.headers.get(TIMEOUT_HEADER))
+        with lifecycle.request():
+            return await unless_client_leaves(request, work(deadline))
+
     async def run(
         request: Request,
         inputs: Sequence[str] | Sequence[Sequence[int]],
@@ -269,15 +279,13 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         normalize: bool = True,
         titles: Sequence[str | None] | None = None,
     ) -> EmbedResult:
-        """Embed for one HTTP request: refused while draining, dropped from the queue if the
-        client leaves or its ``X-Request-Timeout`` passes. Any BridgeError (bad input,
-        overload, shutdown...) is answered by errors.py."""
-        deadline = _deadline(request.headers.get(TIMEOUT_HEADER))
-        with lifecycle.request():
-            work = service.embed(
+        """Embed for one HTTP request (``guarded``)."""
+        return await guarded(
+            request,
+            lambda deadline: service.embed(
                 inputs, dimensions, input_type, instruction, truncate, normalize, deadline, titles
-            )
-            return await unless_client_leaves(request, work)
+            ),
+        )
 
     @app.post(
         "/v1/embeddings",
@@ -296,17 +304,17 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         encode = _base64 if body.encoding_format == "base64" else _floats
         if body.passages is not None:
             spec = PassageSpec(body.passages.max_tokens, body.passages.overlap)
-            deadline = _deadline(request.headers.get(TIMEOUT_HEADER))
-            with lifecycle.request():
-                work = service.embed_passages(
+            split = await guarded(
+                request,
+                lambda deadline: service.embed_passages(
                     inputs,  # type: ignore[arg-type]
                     spec,
                     titles,
                     body.dimensions,
                     deadline,
                     settings.max_inputs_per_request,
-                )
-                split = await unless_client_leaves(request, work)
+                ),
+            )
             data: list = [
                 {
                     "object": "passages",
