@@ -117,18 +117,6 @@ def next_start(text: str, offsets: Offsets, i: int, j: int, overlap: int) -> int
     return _best_cut(text, offsets, low, following) or following
 
 
-def token_windows(text: str, offsets: Offsets, window: int, overlap: int) -> list[tuple[int, int]]:
-    """Token ranges ``[i, j)`` covering every token, each at most ``window`` long."""
-    out: list[tuple[int, int]] = []
-    i = 0
-    while True:
-        j = window_end(text, offsets, i, window)
-        out.append((i, j))
-        if j >= len(offsets):
-            return out
-        i = next_start(text, offsets, i, j, overlap)
-
-
 class PassageSplitter:
     """Splits bodies into passages for one tokenizer and input limit; thread-safe."""
 

@@ -17,7 +17,7 @@ from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.index.bulk import BulkItem, BulkResult, BulkWriter, Failure
 from bridge.index.dialects import dialect_for
-from bridge.index.ingest import embed_items, embedded_text, prepare_item
+from bridge.index.ingest import embed_items, prepare_item
 from bridge.index.reindex.plan import Plan, ReindexError
 
 REEMBED_BATCH = 64  # documents per embedding request when re-embedding
@@ -72,11 +72,6 @@ class Copier:
             pipeline="_none" if skip_pipeline else None,
             retry_for=self.engine.retry_for,
         )
-
-    def embedded_text(self, doc: dict) -> str:
-        """What a single-vector index's vector is an embedding of (title, then body, in
-        every ingest mode)."""
-        return embedded_text(doc, self.target)
 
     def on_engine(self, task: str | None, remember: Callable[[str], None], bar: tqdm) -> int:
         """Truncate in the engine's scripted ``_reindex`` (re-attaching to ``task`` when the

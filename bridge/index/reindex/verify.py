@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bridge.clients.engine import EngineClient
-from bridge.index.ingest import title_of
+from bridge.index.ingest import embedded_text, title_of
 from bridge.index.reindex.copy import Copier, stored_vectors, truncate
 from bridge.index.reindex.plan import SAMPLE_SIZE, ReindexError
 
@@ -97,5 +97,5 @@ def _expected(copier: Copier, sources: list[dict]) -> list[np.ndarray]:
             target.dim,
         )
         return [np.stack([p.vector for p in passages]) for passages in split]
-    texts = [copier.embedded_text(s) for s in sources]
+    texts = [embedded_text(s, target) for s in sources]
     return list(copier.embedder.embed(texts, dimensions=target.dim)[:, None, :])
