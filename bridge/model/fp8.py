@@ -8,7 +8,9 @@ and column scales, writing bf16. Everything that is not a linear layer stays bf1
 ``quantize_packed`` does the same for the fused weights of the padding-free Qwen3 forward
 (q/k/v and gate/up are one GEMM each there, so one scale set covers each fused weight).
 The quantize step is one Triton kernel on CUDA (torch ops elsewhere), so it is also
-captured by the CUDA graphs.
+captured by the CUDA graphs; in the packed forward it is fused into the RMSNorm and SiLU·mul
+kernels that produce the GEMM inputs (``Fp8Rows``), so most activations are never written
+in bf16 at all.
 """
 
 from __future__ import annotations
@@ -115,6 +117,15 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @dataclass
+class Fp8Rows:
+    """Activations already quantized per token (by a fused kernel): fp8 rows and their
+    float32 scales (rows, 1)."""
+
+    q: torch.Tensor
+    scale: torch.Tensor
+
+
+@dataclass
 class Fp8Weight:
     """A linear layer's weight in FP8: ``weight`` (out, in) and per-channel ``scale``."""
 
@@ -128,10 +139,12 @@ class Fp8Weight:
         q, scale = quantize_weight(weight)
         return cls(q, scale, None if bias is None else bias.detach(), weight.dtype)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        rows = x.reshape(-1, shape[-1])
-        xq, x_scale = quantize_rows(rows)
+    def __call__(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
+        if isinstance(x, Fp8Rows):
+            shape, (xq, x_scale) = x.q.shape, (x.q, x.scale)
+        else:
+            shape = x.shape
+            xq, x_scale = quantize_rows(x.reshape(-1, shape[-1]))
         if xq.is_cuda:
             out = torch._scaled_mm(
                 xq,
@@ -147,10 +160,13 @@ class Fp8Weight:
         return out.reshape(*shape[:-1], out.shape[-1])
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor | Fp8Weight) -> torch.Tensor:
-    """``F.linear`` for a plain weight, the FP8 GEMM for an ``Fp8Weight``."""
+def linear(x: torch.Tensor | Fp8Rows, weight: torch.Tensor | Fp8Weight) -> torch.Tensor:
+    """``F.linear`` for a plain weight, the FP8 GEMM for an ``Fp8Weight`` (which also takes
+    rows a fused kernel quantized)."""
     if isinstance(weight, Fp8Weight):
         return weight(x)
+    if isinstance(x, Fp8Rows):
+        raise TypeError("quantized rows need an FP8 weight")
     return F.linear(x, weight)
 
 

@@ -3,7 +3,8 @@ device) and as fused Triton kernels (CUDA), with the same bf16 rounding points.
 
 Eager transformers spends about half of a Qwen3 forward outside the GEMMs: an RMSNorm is
 six float32 kernels, rotary five per tensor, the MLP's SiLU·mul two. Here each step is
-one kernel: RMSNorm, residual add + RMSNorm, per-head q/k RMSNorm + rotary, SiLU·mul.
+one kernel: RMSNorm, residual add + RMSNorm, per-head q/k RMSNorm + rotary, SiLU·mul
+(the second and last also with their output quantized per token for FP8 GEMMs).
 Each reproduces the transformers arithmetic step for step (float32 inside, rounded to the
 model's dtype where transformers rounds), so results stay within bf16 noise of it.
 ``TORCH_OPS`` and ``TRITON_OPS`` hold the two sets behind one interface.
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from bridge.model.fp8 import FP8, FP8_MAX, MIN_SCALE, Fp8Rows, quantize_rows_reference
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
@@ -74,6 +77,19 @@ def silu_mul_torch(gate_up: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.silu(gate) * up
 
 
+def add_rms_norm_fp8_torch(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, Fp8Rows]:
+    """``add_rms_norm`` whose normed output is quantized per token for an FP8 GEMM."""
+    total, normed = add_rms_norm_torch(x, residual, weight, eps)
+    return total, Fp8Rows(*quantize_rows_reference(normed))
+
+
+def silu_mul_fp8_torch(gate_up: torch.Tensor) -> Fp8Rows:
+    """``silu_mul`` quantized per token for an FP8 GEMM."""
+    return Fp8Rows(*quantize_rows_reference(silu_mul_torch(gate_up)))
+
+
 # ---- the same in Triton ----------------------------------------------------------------
 
 if triton is not None:
@@ -90,19 +106,37 @@ if triton is not None:
         tl.store(out_ptr + row * n_cols + cols, (w * normed).to(out_ptr.dtype.element_ty), keep)
 
     @triton.jit
-    def _add_rmsnorm(x_ptr, res_ptr, w_ptr, sum_ptr, out_ptr, n_cols, eps, BLOCK: tl.constexpr):
+    def _quantize_row(y, cols, keep, q_ptr, s_ptr, row, n_cols, fp8_max, min_scale):
+        """Store one row quantized to FP8 with its own scale (as ``fp8.quantize_rows``)."""
+        scale = tl.maximum(tl.max(tl.abs(y), axis=0) / fp8_max, min_scale)
+        q = tl.clamp(y / scale, -fp8_max, fp8_max)
+        tl.store(q_ptr + row * n_cols + cols, q.to(q_ptr.dtype.element_ty), keep)
+        tl.store(s_ptr + row, scale)
+
+    @triton.jit
+    def _add_rmsnorm(
+        x_ptr, res_ptr, w_ptr, sum_ptr, out_ptr, s_ptr, n_cols, eps, fp8_max, min_scale,
+        BLOCK: tl.constexpr, QUANT: tl.constexpr,
+    ):  # fmt: skip
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         keep = cols < n_cols
         x = tl.load(x_ptr + row * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
         r = tl.load(res_ptr + row * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
-        total = (r + x).to(sum_ptr.dtype.element_ty)
+        dt = sum_ptr.dtype.element_ty
+        total = (r + x).to(dt)
         tl.store(sum_ptr + row * n_cols + cols, total, keep)
         t = total.to(tl.float32)
         rstd = tl.rsqrt(tl.div_rn(tl.sum(t * t, axis=0), n_cols.to(tl.float32)) + eps)
-        normed = (t * rstd).to(out_ptr.dtype.element_ty).to(tl.float32)
+        normed = (t * rstd).to(dt).to(tl.float32)
         w = tl.load(w_ptr + cols, mask=keep, other=0.0).to(tl.float32)
-        tl.store(out_ptr + row * n_cols + cols, (w * normed).to(out_ptr.dtype.element_ty), keep)
+        y = (w * normed).to(dt)
+        if QUANT:  # the FP8 GEMM's input: quantized here, never stored in bf16
+            _quantize_row(
+                y.to(tl.float32), cols, keep, out_ptr, s_ptr, row, n_cols, fp8_max, min_scale
+            )
+        else:
+            tl.store(out_ptr + row * n_cols + cols, y, keep)
 
     @triton.jit
     def _norm_rope(
@@ -150,6 +184,30 @@ if triton is not None:
         out = (act * up.to(tl.float32)).to(out_ptr.dtype.element_ty)
         tl.store(out_ptr + row * n_cols + cols, out, keep)
 
+    @triton.jit
+    def _silu_mul_fp8(
+        gu_ptr, q_ptr, s_ptr, n_cols, fp8_max, min_scale,
+        BLOCK: tl.constexpr, LIBDEVICE: tl.constexpr,
+    ):  # fmt: skip
+        row = tl.program_id(0).to(tl.int64)  # a whole row: its scale needs all of it
+        cols = tl.arange(0, BLOCK)
+        keep = cols < n_cols
+        gate = tl.load(gu_ptr + row * 2 * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
+        up = tl.load(gu_ptr + row * 2 * n_cols + n_cols + cols, mask=keep, other=0.0)
+        if LIBDEVICE:  # noqa: SIM108 - as in _silu_mul
+            e = libdevice.exp(-gate)
+        else:
+            e = tl.exp(-gate)
+        dt = gu_ptr.dtype.element_ty
+        act = tl.div_rn(gate, 1.0 + e).to(dt).to(tl.float32)
+        y = (act * up.to(tl.float32)).to(dt).to(tl.float32)
+        _quantize_row(y, cols, keep, q_ptr, s_ptr, row, n_cols, fp8_max, min_scale)
+
+
+def _libdevice() -> bool:
+    """libdevice's expf (as torch computes it), except in the CPU interpreter (tests)."""
+    return os.environ.get("TRITON_INTERPRET") != "1"
+
 
 def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     n = x.shape[-1]
@@ -166,8 +224,26 @@ def add_rms_norm_triton(
     flat, res = x.contiguous().view(-1, n), residual.contiguous().view(-1, n)
     total, out = torch.empty_like(flat), torch.empty_like(flat)
     block = triton.next_power_of_2(n)
-    _add_rmsnorm[(flat.shape[0],)](flat, res, weight, total, out, n, eps, BLOCK=block)
+    _add_rmsnorm[(flat.shape[0],)](
+        flat, res, weight, total, out, out, n, eps, FP8_MAX, MIN_SCALE, BLOCK=block, QUANT=False
+    )
     return total.view(x.shape), out.view(x.shape)
+
+
+def add_rms_norm_fp8_triton(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, Fp8Rows]:
+    n = x.shape[-1]
+    flat, res = x.contiguous().view(-1, n), residual.contiguous().view(-1, n)
+    rows = flat.shape[0]
+    total = torch.empty_like(flat)
+    q = torch.empty((rows, n), dtype=FP8, device=x.device)
+    scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
+    block = triton.next_power_of_2(n)
+    _add_rmsnorm[(rows,)](
+        flat, res, weight, total, q, scale, n, eps, FP8_MAX, MIN_SCALE, BLOCK=block, QUANT=True
+    )
+    return total.view(x.shape), Fp8Rows(q, scale)
 
 
 def norm_rope_triton(
@@ -196,9 +272,24 @@ def silu_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
     out = torch.empty((flat.shape[0], n), dtype=gate_up.dtype, device=gate_up.device)
     block = 1024
     _silu_mul[(flat.shape[0], triton.cdiv(n, block))](
-        flat, out, n, BLOCK=block, LIBDEVICE=os.environ.get("TRITON_INTERPRET") != "1"
+        flat, out, n, BLOCK=block, LIBDEVICE=_libdevice()
     )
     return out.view(*gate_up.shape[:-1], n)
+
+
+def silu_mul_fp8_triton(gate_up: torch.Tensor) -> Fp8Rows:
+    n = gate_up.shape[-1] // 2
+    flat = gate_up.contiguous().view(-1, 2 * n)
+    rows = flat.shape[0]
+    q = torch.empty((rows, n), dtype=FP8, device=gate_up.device)
+    scale = torch.empty((rows, 1), dtype=torch.float32, device=gate_up.device)
+    block = triton.next_power_of_2(n)
+    warps = 4 if block <= 2048 else 8 if block <= 8192 else 16
+    _silu_mul_fp8[(rows,)](
+        flat, q, scale, n, FP8_MAX, MIN_SCALE, BLOCK=block, LIBDEVICE=_libdevice(),
+        num_warps=warps,
+    )  # fmt: skip
+    return Fp8Rows(q, scale)
 
 
 @dataclass(frozen=True)
@@ -210,10 +301,19 @@ class Ops:
     add_rms_norm: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     norm_rope: Callable[..., torch.Tensor]
     silu_mul: Callable[[torch.Tensor], torch.Tensor]
+    # the same two steps with their output quantized for an FP8 GEMM (--quantize fp8)
+    add_rms_norm_fp8: Callable[..., tuple[torch.Tensor, Fp8Rows]]
+    silu_mul_fp8: Callable[[torch.Tensor], Fp8Rows]
 
 
-TORCH_OPS = Ops("torch", rms_norm_torch, add_rms_norm_torch, norm_rope_torch, silu_mul_torch)
-TRITON_OPS = Ops("triton", rms_norm_triton, add_rms_norm_triton, norm_rope_triton, silu_mul_triton)
+TORCH_OPS = Ops(
+    "torch", rms_norm_torch, add_rms_norm_torch, norm_rope_torch, silu_mul_torch,
+    add_rms_norm_fp8_torch, silu_mul_fp8_torch,
+)  # fmt: skip
+TRITON_OPS = Ops(
+    "triton", rms_norm_triton, add_rms_norm_triton, norm_rope_triton, silu_mul_triton,
+    add_rms_norm_fp8_triton, silu_mul_fp8_triton,
+)  # fmt: skip
 
 
 def pick_ops(device: torch.device, fused: bool) -> Ops:

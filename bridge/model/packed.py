@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from bridge.model.errors import Unsupported
-from bridge.model.fp8 import Fp8Weight, linear
+from bridge.model.fp8 import Fp8Rows, Fp8Weight, linear
 from bridge.model.kernels import Ops
 
 
@@ -200,11 +200,33 @@ class PackedQwen3:
                 max_q, causal = 1, False
             v = qkv[:, nq + nk :].view(-1, self.kv_heads, d)
             out = attention(q, k, v, cu_q, b.cu_seqlens, max_q, b.max_len, causal)
-            h, x = ops.add_rms_norm(linear(out.view(-1, nq), layer.o), h, layer.norm_post, eps)
-            down = linear(ops.silu_mul(linear(x, layer.gate_up)), layer.down)
-            following = self.layers[i + 1].norm_in if i + 1 < len(self.layers) else self.final_norm
-            h, x = ops.add_rms_norm(down, h, following, eps)
-        return x.float()
+            h, x = self._add_norm(
+                linear(out.view(-1, nq), layer.o), h, layer.norm_post, layer.gate_up
+            )
+            gate_up = linear(x, layer.gate_up)
+            fp8_down = isinstance(layer.down, Fp8Weight)
+            down = linear(
+                ops.silu_mul_fp8(gate_up) if fp8_down else ops.silu_mul(gate_up), layer.down
+            )
+            if i + 1 < len(self.layers):
+                following = self.layers[i + 1]
+                h, x = self._add_norm(down, h, following.norm_in, following.qkv)
+            else:
+                h, x = ops.add_rms_norm(down, h, self.final_norm, eps)
+        return x.float()  # type: ignore[union-attr]
+
+    def _add_norm(
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor,
+        weight: torch.Tensor,
+        consumer: torch.Tensor | Fp8Weight,
+    ) -> tuple[torch.Tensor, torch.Tensor | Fp8Rows]:
+        """Residual add + RMSNorm; the normed rows come quantized when ``consumer`` (the
+        GEMM they feed) is FP8."""
+        if isinstance(consumer, Fp8Weight):
+            return self.ops.add_rms_norm_fp8(x, residual, weight, self.eps)
+        return self.ops.add_rms_norm(x, residual, weight, self.eps)
 
 
 def check_device(weight: torch.Tensor) -> None:

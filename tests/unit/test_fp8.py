@@ -5,6 +5,10 @@ refusal on devices without FP8. Speed and the GPU GEMM are measured by bench/gpu
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +17,7 @@ from test_packed import SEQS, cosines, load_model
 from bridge.model import fp8
 from bridge.model.embedder import Embedder
 from bridge.model.families import load_profile
-from bridge.model.kernels import TORCH_OPS
+from bridge.model.kernels import TORCH_OPS, triton
 from bridge.model.packed import PackedQwen3, pack
 
 
@@ -132,3 +136,42 @@ def test_serve_refuses_fp8_on_cpu_before_loading(monkeypatch):
     assert "FP8 tensor cores" in result.output and "without --quantize" in result.output
     result = CliRunner().invoke(main, ["serve", "--quantize", "int8", "--device", "cpu"])
     assert result.exit_code == 2 and "'none', 'fp8'" in result.output
+
+
+@pytest.mark.skipif(triton is None, reason="Triton is not installed with this torch")
+def test_fused_quantizing_kernels_equal_the_kernels_they_fuse():
+    """add-RMSNorm and SiLU·mul with FP8 output (Triton, CPU interpreter) write exactly what
+    the unfused kernel followed by the separate quantize kernel writes, scales included."""
+    script = """
+import torch
+from bridge.model import fp8
+from bridge.model.kernels import TRITON_OPS as ops
+torch.manual_seed(0)
+quantize = fp8._triton_quantize_rows()
+x, r, w = torch.randn(5, 96), torch.randn(5, 96), torch.rand(96) + 0.5
+x[2] *= 300
+x[4] = -r[4]  # a zero row: the minimum scale, zeros
+total, fused = ops.add_rms_norm_fp8(x, r, w, 1e-6)
+want_total, normed = ops.add_rms_norm(x, r, w, 1e-6)
+q, s = quantize(normed)
+assert torch.equal(total, want_total)
+assert torch.equal(fused.q.float(), q.float()) and torch.equal(fused.scale, s), "add_rms_norm"
+assert fused.q[4].float().eq(0).all()
+gate_up = torch.randn(6, 2 * 80) * torch.logspace(-2, 2, 6)[:, None]
+fused = ops.silu_mul_fp8(gate_up)
+q, s = quantize(ops.silu_mul(gate_up))
+assert fused.q.shape == (6, 80) and fused.q.dtype == torch.float8_e4m3fn
+assert torch.equal(fused.q.float(), q.float()) and torch.equal(fused.scale, s), "silu_mul"
+print("ok")
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stdout + done.stderr
+
+
+def test_linear_refuses_quantized_rows_for_a_plain_weight():
+    rows = fp8.Fp8Rows(*fp8.quantize_rows(torch.randn(2, 16)))
+    with pytest.raises(TypeError, match="FP8 weight"):
+        fp8.linear(rows, torch.randn(8, 16))
+    weight = fp8.Fp8Weight.of(torch.randn(8, 16))
+    assert torch.equal(fp8.linear(rows, weight), weight(rows))
