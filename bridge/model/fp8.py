@@ -8,9 +8,8 @@ and column scales, writing bf16. Everything that is not a linear layer stays bf1
 ``quantize_packed`` does the same for the fused weights of the padding-free Qwen3 forward
 (q/k/v and gate/up are one GEMM each there, so one scale set covers each fused weight).
 The quantize step is one Triton kernel on CUDA (torch ops elsewhere), so it is also
-captured by the CUDA graphs; in the packed forward it is fused into the RMSNorm and SiLU·mul
-kernels that produce the GEMM inputs (``Fp8Rows``), so most activations are never written
-in bf16 at all.
+captured by the CUDA graphs; in the packed forward the inputs of the q/k/v and gate/up
+GEMMs come quantized from the residual add + RMSNorm kernel (``Fp8Rows``).
 """
 
 from __future__ import annotations

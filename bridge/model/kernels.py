@@ -4,7 +4,8 @@ device) and as fused Triton kernels (CUDA), with the same bf16 rounding points.
 Eager transformers spends about half of a Qwen3 forward outside the GEMMs: an RMSNorm is
 six float32 kernels, rotary five per tensor, the MLP's SiLU·mul two. Here each step is
 one kernel: RMSNorm, residual add + RMSNorm, per-head q/k RMSNorm + rotary, SiLU·mul
-(the second and last also with their output quantized per token for FP8 GEMMs).
+(the second also with its output quantized per token for FP8 GEMMs: a SiLU·mul that
+quantizes needs a whole row per program, measured 2.4 times slower than the two kernels).
 Each reproduces the transformers arithmetic step for step (float32 inside, rounded to the
 model's dtype where transformers rounds), so results stay within bf16 noise of it.
 ``TORCH_OPS`` and ``TRITON_OPS`` hold the two sets behind one interface.
@@ -83,11 +84,6 @@ def add_rms_norm_fp8_torch(
     """``add_rms_norm`` whose normed output is quantized per token for an FP8 GEMM."""
     total, normed = add_rms_norm_torch(x, residual, weight, eps)
     return total, Fp8Rows(*quantize_rows_reference(normed))
-
-
-def silu_mul_fp8_torch(gate_up: torch.Tensor) -> Fp8Rows:
-    """``silu_mul`` quantized per token for an FP8 GEMM."""
-    return Fp8Rows(*quantize_rows_reference(silu_mul_torch(gate_up)))
 
 
 # ---- the same in Triton ----------------------------------------------------------------
@@ -184,25 +180,6 @@ if triton is not None:
         out = (act * up.to(tl.float32)).to(out_ptr.dtype.element_ty)
         tl.store(out_ptr + row * n_cols + cols, out, keep)
 
-    @triton.jit
-    def _silu_mul_fp8(
-        gu_ptr, q_ptr, s_ptr, n_cols, fp8_max, min_scale,
-        BLOCK: tl.constexpr, LIBDEVICE: tl.constexpr,
-    ):  # fmt: skip
-        row = tl.program_id(0).to(tl.int64)  # a whole row: its scale needs all of it
-        cols = tl.arange(0, BLOCK)
-        keep = cols < n_cols
-        gate = tl.load(gu_ptr + row * 2 * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
-        up = tl.load(gu_ptr + row * 2 * n_cols + n_cols + cols, mask=keep, other=0.0)
-        if LIBDEVICE:  # noqa: SIM108 - as in _silu_mul
-            e = libdevice.exp(-gate)
-        else:
-            e = tl.exp(-gate)
-        dt = gu_ptr.dtype.element_ty
-        act = tl.div_rn(gate, 1.0 + e).to(dt).to(tl.float32)
-        y = (act * up.to(tl.float32)).to(dt).to(tl.float32)
-        _quantize_row(y, cols, keep, q_ptr, s_ptr, row, n_cols, fp8_max, min_scale)
-
 
 def _libdevice() -> bool:
     """libdevice's expf (as torch computes it), except in the CPU interpreter (tests)."""
@@ -277,21 +254,6 @@ def silu_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
     return out.view(*gate_up.shape[:-1], n)
 
 
-def silu_mul_fp8_triton(gate_up: torch.Tensor) -> Fp8Rows:
-    n = gate_up.shape[-1] // 2
-    flat = gate_up.contiguous().view(-1, 2 * n)
-    rows = flat.shape[0]
-    q = torch.empty((rows, n), dtype=FP8, device=gate_up.device)
-    scale = torch.empty((rows, 1), dtype=torch.float32, device=gate_up.device)
-    block = triton.next_power_of_2(n)
-    warps = 4 if block <= 2048 else 8 if block <= 8192 else 16
-    _silu_mul_fp8[(rows,)](
-        flat, q, scale, n, FP8_MAX, MIN_SCALE, BLOCK=block, LIBDEVICE=_libdevice(),
-        num_warps=warps,
-    )  # fmt: skip
-    return Fp8Rows(q, scale)
-
-
 @dataclass(frozen=True)
 class Ops:
     """One implementation of each elementwise step of a Qwen3 block."""
@@ -301,18 +263,17 @@ class Ops:
     add_rms_norm: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     norm_rope: Callable[..., torch.Tensor]
     silu_mul: Callable[[torch.Tensor], torch.Tensor]
-    # the same two steps with their output quantized for an FP8 GEMM (--quantize fp8)
+    # add_rms_norm with its normed output quantized for an FP8 GEMM (--quantize fp8)
     add_rms_norm_fp8: Callable[..., tuple[torch.Tensor, Fp8Rows]]
-    silu_mul_fp8: Callable[[torch.Tensor], Fp8Rows]
 
 
 TORCH_OPS = Ops(
     "torch", rms_norm_torch, add_rms_norm_torch, norm_rope_torch, silu_mul_torch,
-    add_rms_norm_fp8_torch, silu_mul_fp8_torch,
+    add_rms_norm_fp8_torch,
 )  # fmt: skip
 TRITON_OPS = Ops(
     "triton", rms_norm_triton, add_rms_norm_triton, norm_rope_triton, silu_mul_triton,
-    add_rms_norm_fp8_triton, silu_mul_fp8_triton,
+    add_rms_norm_fp8_triton,
 )  # fmt: skip
 
 

@@ -203,11 +203,7 @@ class PackedQwen3:
             h, x = self._add_norm(
                 linear(out.view(-1, nq), layer.o), h, layer.norm_post, layer.gate_up
             )
-            gate_up = linear(x, layer.gate_up)
-            fp8_down = isinstance(layer.down, Fp8Weight)
-            down = linear(
-                ops.silu_mul_fp8(gate_up) if fp8_down else ops.silu_mul(gate_up), layer.down
-            )
+            down = linear(ops.silu_mul(linear(x, layer.gate_up)), layer.down)
             if i + 1 < len(self.layers):
                 following = self.layers[i + 1]
                 h, x = self._add_norm(down, h, following.norm_in, following.qkv)

@@ -139,8 +139,8 @@ def test_serve_refuses_fp8_on_cpu_before_loading(monkeypatch):
 
 
 @pytest.mark.skipif(triton is None, reason="Triton is not installed with this torch")
-def test_fused_quantizing_kernels_equal_the_kernels_they_fuse():
-    """add-RMSNorm and SiLU·mul with FP8 output (Triton, CPU interpreter) write exactly what
+def test_fused_quantizing_norm_equals_the_kernels_it_fuses():
+    """Residual add + RMSNorm with FP8 output (Triton, CPU interpreter) writes exactly what
     the unfused kernel followed by the separate quantize kernel writes, scales included."""
     script = """
 import torch
@@ -157,11 +157,6 @@ q, s = quantize(normed)
 assert torch.equal(total, want_total)
 assert torch.equal(fused.q.float(), q.float()) and torch.equal(fused.scale, s), "add_rms_norm"
 assert fused.q[4].float().eq(0).all()
-gate_up = torch.randn(6, 2 * 80) * torch.logspace(-2, 2, 6)[:, None]
-fused = ops.silu_mul_fp8(gate_up)
-q, s = quantize(ops.silu_mul(gate_up))
-assert fused.q.shape == (6, 80) and fused.q.dtype == torch.float8_e4m3fn
-assert torch.equal(fused.q.float(), q.float()) and torch.equal(fused.scale, s), "silu_mul"
 print("ok")
 """
     env = {**os.environ, "TRITON_INTERPRET": "1"}
