@@ -10,6 +10,10 @@ bounded in tokens: a submit that does not fit is refused at once with ``Overload
 never left hanging. By default the bound is ``queue_seconds`` of work at the measured
 throughput, so a 429 means a real backlog, and its Retry-After comes from the same rate.
 
+A forward may return before its device is done (``Pending``): the worker then cuts and
+starts the next batch before it waits, so the GPU never idles while the host packs a
+batch and hands results out.
+
 Work nobody waits for is not computed: a request whose future was cancelled (its caller
 went away) or whose deadline passed is dropped when the next batch is cut. A worker
 survives any failure of a batch (the callers get the error) and ``alive`` tells whether
@@ -26,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -33,8 +38,17 @@ import torch
 from bridge.model.errors import DeadlineExceeded, Overloaded, ShuttingDown, TooLarge
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-ForwardFn = Callable[[list[list[int]]], np.ndarray]
+
+class Pending(Protocol):
+    """A forward pass still running on its device; ``result`` waits for its vectors."""
+
+    def result(self) -> np.ndarray: ...
+
+
+# A forward pass: its vectors, or (a GPU's large batch) a Pending it started.
+ForwardFn = Callable[[list[list[int]]], np.ndarray | Pending]
 BatchObserver = Callable[[int, int, int, float], None]  # items, padded, real tokens, seconds
 DropObserver = Callable[[str, int], None]  # reason ("cancelled" or "deadline"), inputs
 
@@ -67,6 +81,16 @@ class _Item:
     request: _Request
     index: int
     seq_no: int = 0
+
+
+@dataclass
+class _Started:
+    """A batch whose forward pass has been started."""
+
+    items: list[_Item]
+    out: np.ndarray | Pending
+    forward: ForwardFn
+    began: float  # when its device could start on it (after the batch before it)
 
 
 def padded_tokens(lengths: list[int]) -> int:
@@ -293,57 +317,98 @@ class Batcher:
         for thread in self._threads:
             thread.join(timeout)
 
-    def _next_batch(self) -> list[_Item] | None:
+    def _next_batch(self, wait: bool = True) -> list[_Item] | None:
+        """The next batch to run; None when stopping with nothing left. ``wait=False``
+        (this worker still has a batch in flight): an empty list when nothing is queued."""
         with self._cond:
-            self._busy -= 1
-            if not self._pending and not self._busy and self._on_idle is not None:
-                self._on_idle()
+            if wait:
+                self._busy -= 1
+                if not self._pending and not self._busy and self._on_idle is not None:
+                    self._on_idle()
             while True:
                 self._drop_abandoned()
-                if self._pending or self._stopping:
+                if self._pending or self._stopping or not wait:
                     break
                 timeout = self._earliest_deadline - time.monotonic()
                 self._cond.wait(None if timeout == float("inf") else max(timeout, 0.001))
             if not self._pending:
-                return None
+                return None if wait else []
             take = take_packed if self.packed else take_batch
             batch = take(self._pending, self._budget())
             self._queued_tokens -= sum(it.length for it in batch)
-            self._busy += 1
+            if wait:
+                self._busy += 1
             if self._pending:  # one submit wakes one worker: pass the rest on to another
                 self._cond.notify()
             return batch
 
     def _run(self, worker: int) -> None:
+        """Cut a batch and start it; while it runs, cut and start the next one, then
+        deliver the first (one batch in flight at most beside the one being started)."""
         with self._cond:
             self._busy += 1
+        forward = self._forwards[worker]
+        in_flight: _Started | None = None
         while True:
-            batch = self._next_batch()
+            batch = self._next_batch(wait=in_flight is None)
             if batch is None:
                 return
-            try:
-                self._run_batch(batch, self._forwards[worker])
-            except BaseException as exc:  # noqa: BLE001 - the worker must outlive any batch
-                log.exception("batch failed outside the forward pass; its callers get the error")
-                for it in batch:
-                    self._fail(it.request, exc)
+            started = (
+                self._guarded(batch, lambda b=batch: self._start(b, forward)) if batch else None
+            )
+            if in_flight is not None:
+                self._guarded(in_flight.items, lambda s=in_flight: self._finish(s))
+                if started is not None:
+                    started.began = max(started.began, time.perf_counter())
+            in_flight = started
+
+    def _guarded(self, batch: list[_Item], step: Callable[[], T]) -> T | None:
+        """Run one step of a batch; an error outside the forward pass goes to its
+        callers, and the worker goes on."""
+        try:
+            return step()
+        except BaseException as exc:  # noqa: BLE001 - the worker must outlive any batch
+            log.exception("batch failed outside the forward pass; its callers get the error")
+            for it in batch:
+                self._fail(it.request, exc)
+            return None
 
     def _run_batch(self, batch: list[_Item], forward: ForwardFn) -> None:
+        """Run one batch to the end (start, wait, deliver)."""
+        started = self._start(batch, forward)
+        if started is not None:
+            self._finish(started)
+
+    def _start(self, batch: list[_Item], forward: ForwardFn) -> _Started | None:
         live = [it for it in batch if not it.request.failed and not it.request.future.done()]
         if not live:
-            return
-        started = time.perf_counter()
+            return None
+        began = time.perf_counter()
         try:
-            rows = forward([it.seq for it in live])
+            out = forward([it.seq for it in live])
         except torch.OutOfMemoryError:
             self._after_oom(live, forward)
-            return
+            return None
         except Exception as exc:  # a model failure must reach the callers, not kill the thread
             log.exception("forward pass failed")
             for it in live:
                 self._fail(it.request, exc)
+            return None
+        return _Started(live, out, forward, began)
+
+    def _finish(self, started: _Started) -> None:
+        live = started.items
+        try:
+            rows = started.out if isinstance(started.out, np.ndarray) else started.out.result()
+        except torch.OutOfMemoryError:
+            self._after_oom(live, started.forward)
             return
-        seconds = time.perf_counter() - started
+        except Exception as exc:
+            log.exception("forward pass failed")
+            for it in live:
+                self._fail(it.request, exc)
+            return
+        seconds = time.perf_counter() - started.began
         real = sum(it.length for it in live)
         if real >= self.max_batch_tokens // 2:  # small batches understate the throughput
             self.record_rate(real, seconds)

@@ -76,6 +76,21 @@ def pick_dtype(device: torch.device, dtype: str) -> torch.dtype:
     return table[dtype]
 
 
+class InFlight:
+    """Pooled vectors a GPU is still computing: copied to pinned host memory behind the
+    forward pass, on the same stream; ``result`` waits for them."""
+
+    def __init__(self, pooled: torch.Tensor) -> None:
+        self._host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)
+        self._host.copy_(pooled, non_blocking=True)
+        self._done = torch.cuda.Event()
+        self._done.record()
+
+    def result(self) -> np.ndarray:
+        self._done.synchronize()
+        return self._host.numpy()
+
+
 @dataclass
 class Embedder:
     """A loaded model: ``forward`` maps token sequences to pooled float32 vectors."""
@@ -163,17 +178,25 @@ class Embedder:
 
     def forward(self, batch: list[list[int]]) -> np.ndarray:
         """Pooled, not yet normalised, float32 vectors, one row per sequence, in order."""
+        out = self.launch(batch)
+        return out if isinstance(out, np.ndarray) else out.result()
+
+    def launch(self, batch: list[list[int]]) -> np.ndarray | InFlight:
+        """Start ``forward``: a large packed batch on a GPU returns while the GPU still
+        works on it (``InFlight``), so that the caller can prepare the next batch
+        meanwhile; anything else returns its vectors."""
         on_gpu = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
         with on_gpu, torch.inference_mode():  # the worker thread's current GPU is this one
-            return self._forward(batch)
+            return self._launch(batch)
 
-    def _forward(self, batch: list[list[int]]) -> np.ndarray:
+    def _launch(self, batch: list[list[int]]) -> np.ndarray | InFlight:
         if self.graphs is not None:
             replayed = self.graphs.run(batch)
             if replayed is not None:
                 return replayed
         if self.packed is not None:
-            return self.packed.forward(pack(batch, self.pad_id).to(self.device)).cpu().numpy()
+            pooled = self.packed.forward(pack(batch, self.pad_id).to(self.device))
+            return InFlight(pooled) if pooled.is_cuda else pooled.numpy()
         lengths = [len(s) for s in batch]
         width = max(lengths)
         ids, mask = pad_batch(batch, width, self.pad_id, self.profile.padding_side == "left")

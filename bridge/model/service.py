@@ -99,7 +99,7 @@ class EmbeddingService:
         )
         on_cpu = embedder.device.type == "cpu"
         self.batcher = Batcher(
-            [e.forward for e in self.embedders],  # one worker per replica (GPU)
+            [e.launch for e in self.embedders],  # one worker per replica (GPU)
             max_batch_tokens=options.max_batch_tokens or default_batch_tokens(embedder.device),
             max_queue_tokens=options.max_queue_tokens,
             observer=observer,

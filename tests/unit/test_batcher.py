@@ -237,3 +237,47 @@ def test_device_lists():
     assert pick_devices("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
     expected = torch.cuda.device_count() if torch.cuda.device_count() > 1 else 1
     assert len(pick_devices("cuda")) == expected
+
+
+class Started:
+    """A forward pass that is still running until ``done`` is set (a GPU's InFlight)."""
+
+    def __init__(self, rows: np.ndarray, done: threading.Event, waited: list[str]) -> None:
+        self.rows, self.done, self.waited = rows, done, waited
+
+    def result(self) -> np.ndarray:
+        self.waited.append(f"wait {int(self.rows[0][0])}")
+        assert self.done.wait(5), "never finished"
+        return self.rows
+
+
+def test_the_next_batch_starts_before_the_running_one_is_waited_for():
+    """With a forward that returns before its device is done, the worker cuts and starts
+    the next batch first, then waits for and delivers the first; each caller gets its rows."""
+    events: list[str] = []
+    done, second_queued = threading.Event(), threading.Event()
+
+    def launch(batch):
+        events.append(f"start {batch[0][0]}")
+        if batch[0][0] == 1:
+            assert second_queued.wait(5)  # the second request is queued while this one runs
+        return Started(echo_forward()(batch), done, events)
+
+    batcher = Batcher(launch, max_batch_tokens=4, packed=True)
+    try:
+        a = batcher.submit([[1, 1, 1, 1]])
+        deadline = time.monotonic() + 5
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.005)
+        b = batcher.submit([[2, 2, 2]])
+        second_queued.set()
+        while len(events) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert events == ["start 1", "start 2", "wait 1"]
+        assert not a.done() and not b.done()  # both still "on the device"
+        done.set()
+        assert a.result(5).tolist() == [[1, 4]] and b.result(5).tolist() == [[2, 3]]
+        assert events == ["start 1", "start 2", "wait 1", "wait 2"]
+    finally:
+        done.set()
+        batcher.close()

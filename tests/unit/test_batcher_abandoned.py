@@ -79,14 +79,14 @@ def test_a_worker_survives_a_failure_outside_the_forward():
     forward.gate.set()
     batcher = Batcher(forward, max_batch_tokens=8)
     broken = {"once": True}
-    original = batcher._run_batch
+    original = batcher._finish
 
-    def flaky(batch, fwd):
+    def flaky(started):
         if broken.pop("once", False):
             raise RuntimeError("delivery bug")
-        return original(batch, fwd)
+        return original(started)
 
-    batcher._run_batch = flaky  # type: ignore[method-assign]
+    batcher._finish = flaky  # type: ignore[method-assign]
     try:
         with pytest.raises(RuntimeError, match="delivery bug"):
             batcher.submit([[1, 2]]).result(5)
