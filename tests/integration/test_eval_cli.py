@@ -74,6 +74,7 @@ def test_eval_and_tune_save_a_profile_that_search_uses(beir, opensearch_url, tmp
         with EngineClient(opensearch_url) as engine:
             meta = read_meta(engine, "beir-tiny")
         assert meta.search_profile == report["tuned"]["profile"]
+        assert meta.passages, "eval's index is a passage index (the setup default): tuned on it"
         assert "saved search profile" in result.output
         assert report["skipped_queries"] == 2 and "2 judged queries have no text" in result.output
 
