@@ -1,8 +1,10 @@
 """Splitting a document into passages that each fit the model, counted in its own tokens.
 
 A document's body is cut into windows of at most ``max_tokens`` tokens of the serving
-model's tokenizer, consecutive windows sharing ``overlap`` tokens; a cut moves back to the
-nearest paragraph break, else sentence end, else word boundary near the window's end.
+model's tokenizer, consecutive windows sharing ``overlap`` tokens: the fewest windows that
+cover the body, of about even size (no short tail window, whose vector would match queries
+by chance), each cut at the best boundary near that size (paragraph break, else sentence
+end, else word boundary).
 Each passage is embedded with the document's title in front (the same ``with_title`` text
 bridge-side ingest always embedded), so a body that fits in one window is one passage
 whose vector equals the document's single vector. Nothing is cut silently:
@@ -80,7 +82,10 @@ def boundary(text: str, offsets: Offsets, k: int) -> int:
         return 0
     if space.count("\n") >= 2:
         return 3
-    before = text[:prev_end].rstrip()[-1:]
+    last = prev_end  # the last non-space character before the cut (no copy of the text)
+    while last > 0 and text[last - 1].isspace():
+        last -= 1
+    before = text[last - 1 : last] if last else ""
     return 2 if before in (".", "!", "?", ":", ";") or "\n" in space else 1
 
 
