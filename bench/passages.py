@@ -15,6 +15,8 @@ the passages by: a real document's paragraphs are rarely its relevant units). In
 - ``short``: the original passages as documents, the same methods (no loss expected
   against ``single``: most fit in one window).
 
+Each run's difference from the first (the baseline), per query: ``paired`` in the JSON,
+the mean and its standard error.
 ``--queries N`` draws N judged queries at random (``--seed``) and keeps the sources of
 their relevant passages plus ``--share`` of the others: a smaller set to iterate on a CPU.
 Search is exact (dot products), so the figures measure the vectors, not an engine's ANN.
@@ -112,16 +114,21 @@ def sample(
     return [p for p in corpus if source[p["_id"]] in wanted], qids
 
 
-def ndcg10(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels) -> float:
-    """Mean nDCG@10 with binary gains (trec_eval's definition)."""
-    total = 0.0
+def per_query_ndcg10(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels) -> list:
+    """nDCG@10 of each query, binary gains (trec_eval's definition)."""
+    out = []
     for row, qid in zip(scores, qids, strict=True):
         top = np.argsort(-row)[:10]
         relevant = qrels[qid]
         dcg = sum(1 / np.log2(r + 2) for r, i in enumerate(top) if doc_ids[i] in relevant)
         ideal = sum(1 / np.log2(r + 2) for r in range(min(10, len(relevant))))
-        total += dcg / ideal
-    return total / len(qids)
+        out.append(float(dcg / ideal))
+    return out
+
+
+def ndcg10(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels) -> float:
+    """Mean nDCG@10 over the queries."""
+    return float(np.mean(per_query_ndcg10(scores, doc_ids, qids, qrels)))
 
 
 def best_passage_scores(q: np.ndarray, p: np.ndarray, owner: np.ndarray, n_docs: int):
@@ -182,7 +189,7 @@ def paragraph_first_end(text: str, offsets, i: int, window: int, overlap: int) -
     return j
 
 
-# --splitters: how a window's end is chosen (greedy: the splitter before balanced windows)
+# --runs' SPLITTER: how a window's end is chosen (greedy: the splitter before balanced windows)
 WINDOW_ENDS = {"greedy": greedy_end, "balanced": balanced_end, "paragraphs": paragraph_first_end}
 JOINERS = {"para": "\n\n", "space": " "}
 
@@ -198,8 +205,11 @@ def main() -> None:
         help="Long documents, JOINER:GROUP,...: GROUP passages of one source joined by a "
         "blank line (para) or one space (space).",
     )
-    parser.add_argument("--spans", default="128:16,256:32", help="TOKENS:OVERLAP,...")
-    parser.add_argument("--splitters", default="greedy,balanced", help="Splitter modes.")
+    parser.add_argument(
+        "--runs",
+        default="greedy:256:32,balanced:256:32",
+        help="SPLITTER:TOKENS:OVERLAP,... (splitters: WINDOW_ENDS); each compared with the first.",
+    )
     parser.add_argument(
         "--queries", type=int, default=0, help="Draw N judged queries at random (0: all)."
     )
@@ -272,7 +282,10 @@ def main() -> None:
         def score(scores: np.ndarray, doc_ids=doc_ids, long_qrels=long_qrels) -> float:
             return ndcg10(scores, doc_ids, qids, long_qrels)
 
-        variants[variant] = (docs, score)
+        def per_query(scores: np.ndarray, doc_ids=doc_ids, long_qrels=long_qrels) -> list:
+            return per_query_ndcg10(scores, doc_ids, qids, long_qrels)
+
+        variants[variant] = (docs, per_query)
         out[f"long_{variant}"] = {
             "documents": len(docs),
             "reference_st": score(best_passage_scores(st_q, st_doc, owner, len(docs))),
@@ -282,30 +295,33 @@ def main() -> None:
             "single_seconds": seconds,
         }
 
-    for mode in args.splitters.split(","):
+    runs = args.runs.split(",")
+    for run in runs:
+        mode, tokens, overlap = run.split(":")
         service.splitter = PassageSplitter(
             service.preparer.with_offsets,
             service.preparer.document_ids,
             service.max_input_tokens,
             WINDOW_ENDS[mode],
         )
-        for span in args.spans.split(","):
-            tokens, overlap = (int(x) for x in span.split(":"))
-            spec = PassageSpec(tokens, overlap)
-            name = f"{mode}_{tokens}_{overlap}"
-            for variant, (docs, score) in variants.items():
-                vectors, owners, stats = embed_passages(service, docs, spec)
-                stats["ndcg10"] = score(best_passage_scores(q, vectors, owners, len(docs)))
-                out[f"long_{variant}"][name] = stats
-            vectors, owners, stats = embed_passages(service, short_docs, spec)
-            stats["ndcg10"] = ndcg10(
-                best_passage_scores(q, vectors, owners, len(corpus)), short_ids, qids, short_qrels
-            )
-            short[name] = stats
-            print(name, summary(out, name), flush=True)
+        spec = PassageSpec(int(tokens), int(overlap))
+        name = f"{mode}_{tokens}_{overlap}"
+        for variant, (docs, per_query) in variants.items():
+            vectors, owners, stats = embed_passages(service, docs, spec)
+            stats["per_query"] = per_query(best_passage_scores(q, vectors, owners, len(docs)))
+            out[f"long_{variant}"][name] = stats
+        vectors, owners, stats = embed_passages(service, short_docs, spec)
+        stats["per_query"] = per_query_ndcg10(
+            best_passage_scores(q, vectors, owners, len(corpus)), short_ids, qids, short_qrels
+        )
+        short[name] = stats
+        out["paired"] = paired(out, "_".join(runs[0].split(":")))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2))  # after each run: a cut-off run keeps some
+        print(name, summary(out, name), flush=True)
     print(json.dumps(summary(out), indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    print(f"against {runs[0]} (mean difference, standard error):")
+    print(json.dumps(out["paired"], indent=1))
 
 
 def summary(out: dict, only: str | None = None) -> dict:
@@ -314,10 +330,26 @@ def summary(out: dict, only: str | None = None) -> dict:
     for key, results in out.items():
         if key == "short" or key.startswith("long_"):
             table[key] = {
-                method: round(r["ndcg10"] if isinstance(r, dict) else r, 4)
+                method: round(float(np.mean(r["per_query"])) if isinstance(r, dict) else r, 4)
                 for method, r in results.items()
                 if (only is None or method == only)
                 and (isinstance(r, dict) or not method.endswith(("seconds", "documents")))
+            }
+    return table
+
+
+def paired(out: dict, base: str) -> dict:
+    """Per document set, each run's nDCG@10 less ``base``'s: the mean over queries and its
+    standard error (a difference within about two of them is noise)."""
+    table = {}
+    for key, results in out.items():
+        if key == "short" or key.startswith("long_"):
+            ref = np.array(results[base]["per_query"])
+            table[key] = {
+                method: [round(float(d.mean()), 4), round(float(d.std() / len(d) ** 0.5), 4)]
+                for method, r in results.items()
+                if isinstance(r, dict) and method != base
+                for d in [np.array(r["per_query"]) - ref]
             }
     return table
 

@@ -188,10 +188,10 @@ class PassageSplitter:
     ) -> list[Passage]:
         if not text or not text.strip():
             raise InputError(f"input[{index}] is an empty string", code="empty_input")
-        whole = self.finish(with_title(title, text))
-        fits = len(whole) <= self.max_input_tokens
-        if fits and len(offsets) <= spec.max_tokens or not offsets:
-            return [Passage(0, len(text), whole)]
+        if len(offsets) <= spec.max_tokens:  # else it is split: no need to tokenize it all again
+            whole = self.finish(with_title(title, text))
+            if len(whole) <= self.max_input_tokens or not offsets:
+                return [Passage(0, len(text), whole)]
         # Room for the body beside the title, the separator and the special tokens.
         overhead = len(self.finish(with_title(title, "x"))) - 1
         window = min(spec.max_tokens, self.max_input_tokens - overhead)
