@@ -1,17 +1,24 @@
 """Passage vectors against one truncated vector per document, on long documents.
 
 Long documents are built from a labelled BEIR-format passage set: the passages of one
-source page, in order, ``--group`` at a time, become one document (its title: the page's);
-a query is relevant to the document holding its relevant passage. In one run:
+source page, in order, GROUP at a time, become one document (its title: the page's); a
+query is relevant to the document holding its relevant passage. ``--variants`` names the
+long document sets as JOINER:GROUP: ``para`` joins passages with a blank line, ``space``
+with one space (no paragraph break at the joins, which a splitter could otherwise find
+the passages by: a real document's paragraphs are rarely its relevant units). In one run:
 
-- ``reference``: each original passage embedded with sentence-transformers directly, a
+- ``reference_st``: each original passage embedded with sentence-transformers directly, a
   document scored by its best passage (what passage vectors should reach);
 - ``single``: one vector per document (title + body, cut at the model's input limit);
-- ``passages_T_O``: the bridge's passages of at most T tokens sharing O, embedded by the
-  service, a document scored by its best passage;
-- ``short_*``: the original short passages as documents, single vector vs passages (no loss
-  expected: most fit in one window).
+- ``SPLITTER_T_O``: the bridge's passages of at most T tokens sharing O, windows ended by
+  SPLITTER (``WINDOW_ENDS``), embedded by the service, a document scored by its best passage;
+- ``short``: the original passages as documents, the same methods (no loss expected
+  against ``single``: most fit in one window).
 
+Each run's difference from the first (the baseline), per query: ``paired`` in the JSON,
+the mean and its standard error.
+``--queries N`` draws N judged queries at random (``--seed``) and keeps the sources of
+their relevant passages plus ``--share`` of the others: a smaller set to iterate on a CPU.
 Search is exact (dot products), so the figures measure the vectors, not an engine's ANN.
 Writes JSON; see docs/benchmarks.md.
 """
@@ -23,13 +30,21 @@ import asyncio
 import csv
 import json
 import platform
+import random
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from bridge.model.passages import PassageSpec, with_title
+from bridge.model.passages import (
+    PassageSpec,
+    PassageSplitter,
+    balanced_end,
+    boundary,
+    greedy_end,
+    with_title,
+)
 from bridge.model.profile import resolve_model_dir
 from bridge.model.service import EmbeddingService, ServiceOptions
 
@@ -55,8 +70,11 @@ def load(data: Path) -> tuple[list[dict], dict[str, str], dict[str, set[str]], d
     return corpus, queries, judged, sources
 
 
-def long_documents(corpus: list[dict], sources: dict[str, str], group: int) -> list[dict]:
-    """Consecutive passages of one source (else of the corpus order), ``group`` at a time."""
+def long_documents(
+    corpus: list[dict], sources: dict[str, str], group: int, joiner: str = "\n\n"
+) -> list[dict]:
+    """Consecutive passages of one source (else of the corpus order), ``group`` at a time,
+    joined by ``joiner``."""
     by_source: dict[str, list[dict]] = defaultdict(list)
     for passage in corpus:
         by_source[sources.get(passage["_id"], "all")].append(passage)
@@ -69,23 +87,48 @@ def long_documents(corpus: list[dict], sources: dict[str, str], group: int) -> l
                 {
                     "_id": f"long{len(docs):05d}",
                     "title": part[0].get("title") or "",
-                    "text": "\n\n".join(p["text"] for p in part),
+                    "text": joiner.join(p["text"] for p in part),
                     "members": [p["_id"] for p in part],
                 }
             )
     return docs
 
 
-def ndcg10(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels) -> float:
-    """Mean nDCG@10 with binary gains (trec_eval's definition)."""
-    total = 0.0
+def sample(
+    corpus: list[dict],
+    qrels: dict[str, set[str]],
+    sources: dict[str, str],
+    n: int,
+    share: float,
+    seed: int,
+) -> tuple[list[dict], list[str]]:
+    """``n`` judged queries drawn at random, and the passages of their relevant passages'
+    sources plus ``share`` of the other sources (whole sources, so long documents keep
+    their order)."""
+    rng = random.Random(seed)
+    qids = sorted(rng.sample(sorted(qrels), min(n, len(qrels))))
+    source = {p["_id"]: sources.get(p["_id"], "all") for p in corpus}
+    wanted = {source[p] for q in qids for p in qrels[q] if p in source}
+    others = sorted(set(source.values()) - wanted)
+    wanted |= set(rng.sample(others, round(share * len(others))))
+    return [p for p in corpus if source[p["_id"]] in wanted], qids
+
+
+def per_query_ndcg10(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels) -> list:
+    """nDCG@10 of each query, binary gains (trec_eval's definition)."""
+    out = []
     for row, qid in zip(scores, qids, strict=True):
         top = np.argsort(-row)[:10]
         relevant = qrels[qid]
         dcg = sum(1 / np.log2(r + 2) for r, i in enumerate(top) if doc_ids[i] in relevant)
         ideal = sum(1 / np.log2(r + 2) for r in range(min(10, len(relevant))))
-        total += dcg / ideal
-    return total / len(qids)
+        out.append(float(dcg / ideal))
+    return out
+
+
+def ndcg10(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels) -> float:
+    """Mean nDCG@10 over the queries."""
+    return float(np.mean(per_query_ndcg10(scores, doc_ids, qids, qrels)))
 
 
 def best_passage_scores(q: np.ndarray, p: np.ndarray, owner: np.ndarray, n_docs: int):
@@ -108,16 +151,16 @@ def embed(service: EmbeddingService, texts: list[str], **kw) -> np.ndarray:
 def embed_passages(service: EmbeddingService, docs: list[dict], spec: PassageSpec):
     """Passage vectors of each document through the service; returns vectors, owners, counts."""
 
-    async def run() -> list:
-        results = []
-        for i in range(0, len(docs), 64):
-            part = docs[i : i + 64]
-            results.append(
-                await service.embed_passages(
-                    [d["text"] for d in part], spec, [d["title"] or None for d in part]
+    async def run() -> list:  # requests of 64 documents, all in flight at once
+        parts = [docs[i : i + 64] for i in range(0, len(docs), 64)]
+        return await asyncio.gather(
+            *(
+                service.embed_passages(
+                    [d["text"] for d in p], spec, [d["title"] or None for d in p]
                 )
+                for p in parts
             )
-        return results
+        )
 
     started = time.perf_counter()
     results = asyncio.run(run())
@@ -134,22 +177,56 @@ def embed_passages(service: EmbeddingService, docs: list[dict], spec: PassageSpe
     return vectors, owner, {"passages": len(vectors), "tokens": tokens, "seconds": seconds}
 
 
+def paragraph_first_end(text: str, offsets, i: int, window: int, overlap: int) -> int:
+    """``balanced_end``, but at the latest paragraph break past a quarter of the window when
+    there is one (hypothesis: paragraphs are the passages; tested against joins without
+    blank lines, as long documents built by joining passages have them at every join)."""
+    j = balanced_end(text, offsets, i, window, overlap)
+    if j < len(offsets):
+        for k in range(min(i + window, len(offsets)), i + max(1, window // 4) - 1, -1):
+            if boundary(text, offsets, k) == 3:
+                return k
+    return j
+
+
+# --runs' SPLITTER: how a window's end is chosen (greedy: the splitter before balanced windows)
+WINDOW_ENDS = {"greedy": greedy_end, "balanced": balanced_end, "paragraphs": paragraph_first_end}
+JOINERS = {"para": "\n\n", "space": " "}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="BEIR-format directory.")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--group", type=int, default=12, help="Passages per long document.")
-    parser.add_argument("--spans", default="96:16,128:16,256:32,256:0", help="TOKENS:OVERLAP,...")
-    parser.add_argument("--queries", type=int, default=0, help="Use the first N (0: all).")
+    parser.add_argument(
+        "--variants",
+        default="para:12,space:12,para:4",
+        help="Long documents, JOINER:GROUP,...: GROUP passages of one source joined by a "
+        "blank line (para) or one space (space).",
+    )
+    parser.add_argument(
+        "--runs",
+        default="greedy:256:32,balanced:256:32",
+        help="SPLITTER:TOKENS:OVERLAP,... (splitters: WINDOW_ENDS); each compared with the first.",
+    )
+    parser.add_argument(
+        "--queries", type=int, default=0, help="Draw N judged queries at random (0: all)."
+    )
+    parser.add_argument(
+        "--share",
+        type=float,
+        default=0.1,
+        help="With --queries: the share of sources without a relevant passage kept.",
+    )
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     corpus, queries, qrels, sources = load(args.data)
-    qids = sorted(qrels)[: args.queries or None]
-    docs = long_documents(corpus, sources, args.group)
-    member_of = {m: d["_id"] for d in docs for m in d["members"]}
-    long_qrels = {q: {member_of[p] for p in qrels[q] if p in member_of} for q in qids}
+    qids = sorted(qrels)
+    if args.queries:
+        corpus, qids = sample(corpus, qrels, sources, args.queries, args.share, args.seed)
     options = ServiceOptions(model=args.model, device=args.device, max_queue_tokens=10**9)
     service = EmbeddingService.from_options(options)
     service.warm_up()
@@ -160,67 +237,121 @@ def main() -> None:
         "gpu": _gpu_name(),
         "host": platform.node(),
         "queries": len(qids),
+        "sample": {"queries": args.queries, "share": args.share, "seed": args.seed},
         "short_passages": len(corpus),
-        "long_documents": len(docs),
-        "passages_per_long_document": args.group,
         "max_input_tokens": service.max_input_tokens,
     }
     q = embed(service, [queries[i] for i in qids], input_type="query")
-    doc_ids = [d["_id"] for d in docs]
-
-    # Reference: sentence-transformers on the original passages, best passage per document.
     from sentence_transformers import SentenceTransformer
 
     _, path = resolve_model_dir(args.model)
     st = SentenceTransformer(str(path), device=str(service.embedder.device))
     st_q = st.encode([queries[i] for i in qids], batch_size=128, normalize_embeddings=True)
-    index = {d["_id"]: i for i, d in enumerate(docs)}
-    owner = np.array([index[member_of[p["_id"]]] for p in corpus])
-    # Each labelled passage under its long document's title (what the bridge's passages get)
-    pairs = zip(owner, corpus, strict=True)
-    doc_titled = [with_title(docs[o]["title"], p["text"]) for o, p in pairs]
-    st_doc = st.encode(doc_titled, batch_size=128, normalize_embeddings=True)
-    out["ndcg10_reference_st_best_passage"] = ndcg10(
-        best_passage_scores(st_q, st_doc, owner, len(docs)), doc_ids, qids, long_qrels
-    )
-    # ... and under its own section title, which the long document no longer has.
+
+    # The original passages as documents: reference, one vector each, then passages below.
     texts = [with_title(p.get("title"), p["text"]) for p in corpus]
     st_p = st.encode(texts, batch_size=128, normalize_embeddings=True)
-    out["ndcg10_reference_st_best_passage_own_titles"] = ndcg10(
-        best_passage_scores(st_q, st_p, owner, len(docs)), doc_ids, qids, long_qrels
-    )
     short_ids = [p["_id"] for p in corpus]
     short_qrels = {qid: qrels[qid] for qid in qids}
-    out["ndcg10_short_reference_st"] = ndcg10(st_q @ st_p.T, short_ids, qids, short_qrels)
+    short_docs = [{"text": p["text"], "title": p.get("title") or ""} for p in corpus]
+    short = out["short"] = {
+        "reference_st": ndcg10(st_q @ st_p.T, short_ids, qids, short_qrels),
+        "single": ndcg10(q @ embed(service, texts).T, short_ids, qids, short_qrels),
+    }
 
-    # One vector per long document (what an index without passages holds).
-    started = time.perf_counter()
-    single = embed(service, [with_title(d["title"], d["text"]) for d in docs])
-    out["single"] = {"seconds": time.perf_counter() - started, "vectors": len(docs)}
-    out["ndcg10_single"] = ndcg10(q @ single.T, doc_ids, qids, long_qrels)
+    # Long documents, per variant: references (each labelled passage embedded by
+    # sentence-transformers, a document scored by its best one) and one truncated vector.
+    variants = {}
+    for variant in filter(None, args.variants.split(",")):
+        joiner, group = variant.split(":")
+        docs = long_documents(corpus, sources, int(group), JOINERS[joiner])
+        doc_ids = [d["_id"] for d in docs]
+        member_of = {m: d["_id"] for d in docs for m in d["members"]}
+        long_qrels = {q: {member_of[p] for p in qrels[q] if p in member_of} for q in qids}
+        index = {d["_id"]: i for i, d in enumerate(docs)}
+        owner = np.array([index[member_of[p["_id"]]] for p in corpus])
+        # Each labelled passage under its long document's title (as the bridge's passages).
+        titled = [
+            with_title(docs[o]["title"], p["text"]) for o, p in zip(owner, corpus, strict=True)
+        ]
+        st_doc = st.encode(titled, batch_size=128, normalize_embeddings=True)
+        started = time.perf_counter()
+        single = embed(service, [with_title(d["title"], d["text"]) for d in docs])
+        seconds = time.perf_counter() - started
 
-    short_single = embed(service, texts)
-    out["ndcg10_short_single"] = ndcg10(q @ short_single.T, short_ids, qids, short_qrels)
+        def score(scores: np.ndarray, doc_ids=doc_ids, long_qrels=long_qrels) -> float:
+            return ndcg10(scores, doc_ids, qids, long_qrels)
 
-    for span in args.spans.split(","):
-        tokens, overlap = (int(x) for x in span.split(":"))
-        spec = PassageSpec(tokens, overlap)
-        vectors, owners, stats = embed_passages(service, docs, spec)
-        name = f"passages_{tokens}_{overlap}"
-        out[name] = stats
-        out[f"ndcg10_{name}"] = ndcg10(
-            best_passage_scores(q, vectors, owners, len(docs)), doc_ids, qids, long_qrels
+        def per_query(scores: np.ndarray, doc_ids=doc_ids, long_qrels=long_qrels) -> list:
+            return per_query_ndcg10(scores, doc_ids, qids, long_qrels)
+
+        variants[variant] = (docs, per_query)
+        out[f"long_{variant}"] = {
+            "documents": len(docs),
+            "reference_st": score(best_passage_scores(st_q, st_doc, owner, len(docs))),
+            # ... and under its own section title, which the long document no longer has.
+            "reference_st_own_titles": score(best_passage_scores(st_q, st_p, owner, len(docs))),
+            "single": score(q @ single.T),
+            "single_seconds": seconds,
+        }
+
+    runs = args.runs.split(",")
+    for run in runs:
+        mode, tokens, overlap = run.split(":")
+        service.splitter = PassageSplitter(
+            service.preparer.with_offsets,
+            service.preparer.document_ids,
+            service.max_input_tokens,
+            WINDOW_ENDS[mode],
         )
-        short_docs = [{"text": p["text"], "title": p.get("title") or ""} for p in corpus]
+        spec = PassageSpec(int(tokens), int(overlap))
+        name = f"{mode}_{tokens}_{overlap}"
+        for variant, (docs, per_query) in variants.items():
+            vectors, owners, stats = embed_passages(service, docs, spec)
+            stats["per_query"] = per_query(best_passage_scores(q, vectors, owners, len(docs)))
+            out[f"long_{variant}"][name] = stats
         vectors, owners, stats = embed_passages(service, short_docs, spec)
-        out[f"short_{name}"] = stats
-        out[f"ndcg10_short_{name}"] = ndcg10(
+        stats["per_query"] = per_query_ndcg10(
             best_passage_scores(q, vectors, owners, len(corpus)), short_ids, qids, short_qrels
         )
-        print(name, {k: v for k, v in out.items() if name in k and k.startswith("ndcg")})
-    print(json.dumps({k: v for k, v in out.items() if k.startswith("ndcg")}, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+        short[name] = stats
+        out["paired"] = paired(out, "_".join(runs[0].split(":")))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2))  # after each run: a cut-off run keeps some
+        print(name, summary(out, name), flush=True)
+    print(json.dumps(summary(out), indent=1))
+    print(f"against {runs[0]} (mean difference, standard error):")
+    print(json.dumps(out["paired"], indent=1))
+
+
+def summary(out: dict, only: str | None = None) -> dict:
+    """nDCG@10 per document set and method (``only``: one method)."""
+    table = {}
+    for key, results in out.items():
+        if key == "short" or key.startswith("long_"):
+            table[key] = {
+                method: round(float(np.mean(r["per_query"])) if isinstance(r, dict) else r, 4)
+                for method, r in results.items()
+                if (only is None or method == only)
+                and (isinstance(r, dict) or not method.endswith(("seconds", "documents")))
+            }
+    return table
+
+
+def paired(out: dict, base: str) -> dict:
+    """Per document set, each run's nDCG@10 less ``base``'s: the mean over queries and its
+    standard error (a difference within about two of them is noise)."""
+    table = {}
+    for key, results in out.items():
+        if key == "short" or key.startswith("long_"):
+            ref = np.array(results[base]["per_query"])
+            table[key] = {
+                method: [round(float(d.mean()), 4), round(float(d.std() / len(d) ** 0.5), 4)]
+                for method, r in results.items()
+                if isinstance(r, dict) and method != base
+                for d in [np.array(r["per_query"]) - ref]
+            }
+    return table
 
 
 def _gpu_name() -> str | None:

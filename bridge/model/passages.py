@@ -1,8 +1,10 @@
 """Splitting a document into passages that each fit the model, counted in its own tokens.
 
 A document's body is cut into windows of at most ``max_tokens`` tokens of the serving
-model's tokenizer, consecutive windows sharing ``overlap`` tokens; a cut moves back to the
-nearest paragraph break, else sentence end, else word boundary near the window's end.
+model's tokenizer, consecutive windows sharing ``overlap`` tokens: the fewest windows that
+cover the body, of about even size (no short tail window, whose vector would match queries
+by chance), each cut at the best boundary near that size (paragraph break, else sentence
+end, else word boundary).
 Each passage is embedded with the document's title in front (the same ``with_title`` text
 bridge-side ingest always embedded), so a body that fits in one window is one passage
 whose vector equals the document's single vector. Nothing is cut silently:
@@ -80,7 +82,10 @@ def boundary(text: str, offsets: Offsets, k: int) -> int:
         return 0
     if space.count("\n") >= 2:
         return 3
-    before = text[:prev_end].rstrip()[-1:]
+    last = prev_end  # the last non-space character before the cut (no copy of the text)
+    while last > 0 and text[last - 1].isspace():
+        last -= 1
+    before = text[last - 1 : last] if last else ""
     return 2 if before in (".", "!", "?", ":", ";") or "\n" in space else 1
 
 
@@ -97,14 +102,49 @@ def _best_cut(text: str, offsets: Offsets, low: int, high: int) -> int | None:
     return where
 
 
-def window_end(text: str, offsets: Offsets, i: int, window: int) -> int:
-    """End (exclusive) of the window starting at token ``i``: ``window`` tokens on, moved
-    back within the last third to the best boundary there (paragraph, sentence, word)."""
+def greedy_end(text: str, offsets: Offsets, i: int, window: int, overlap: int) -> int:
+    """End (exclusive) of the window starting at token ``i``, greedily: ``window`` tokens
+    on, moved back within the last third to the best boundary there (paragraph, sentence,
+    word). The last window holds whatever is left, however little."""
     n = len(offsets)
     j = min(i + window, n)
     if j < n:
         j = _best_cut(text, offsets, i + max(1, (2 * window) // 3), j) or j
     return j
+
+
+def _nearest_cut(text: str, offsets: Offsets, low: int, high: int, target: int) -> int | None:
+    """The strongest boundary in ``[low, high]``, the nearest to ``target`` of equals; None
+    when every position is inside a word."""
+    best, where = 0, None
+    for k in sorted(range(low, high + 1), key=lambda k: (abs(k - target), -k)):
+        strength = boundary(text, offsets, k)
+        if strength > best:
+            best, where = strength, k
+            if strength == 3:
+                break
+    return where
+
+
+def balanced_end(text: str, offsets: Offsets, i: int, window: int, overlap: int) -> int:
+    """End (exclusive) of the window starting at token ``i``, the rest shared out evenly:
+    the fewest windows that cover it, each about the same size, the cut moved to the best
+    boundary within a quarter of that size of it (never past ``window``). No short tail
+    window is left over."""
+    n = len(offsets)
+    rest = n - i
+    if rest <= window:
+        return n
+    count = -(-(rest - overlap) // (window - overlap))  # windows the rest needs, >= 2
+    size = -(-(rest + (count - 1) * overlap) // count)
+    target = i + size
+    slack = max(1, size // 4)
+    high = min(i + window, target + slack)
+    return _nearest_cut(text, offsets, max(i + 1, target - slack), high, target) or high
+
+
+# (text, offsets, first token, window, overlap) -> end (exclusive) of that window
+WindowEnd = Callable[[str, Offsets, int, int, int], int]
 
 
 def next_start(text: str, offsets: Offsets, i: int, j: int, overlap: int) -> int:
@@ -120,7 +160,14 @@ def next_start(text: str, offsets: Offsets, i: int, j: int, overlap: int) -> int
 class PassageSplitter:
     """Splits bodies into passages for one tokenizer and input limit; thread-safe."""
 
-    def __init__(self, encode: OffsetEncoder, finish: Finisher, max_input_tokens: int) -> None:
+    def __init__(
+        self,
+        encode: OffsetEncoder,
+        finish: Finisher,
+        max_input_tokens: int,
+        window_end: WindowEnd = balanced_end,
+    ) -> None:
+        self.window_end = window_end
         self.encode = encode
         self.finish = finish
         self.max_input_tokens = max_input_tokens
@@ -141,10 +188,10 @@ class PassageSplitter:
     ) -> list[Passage]:
         if not text or not text.strip():
             raise InputError(f"input[{index}] is an empty string", code="empty_input")
-        whole = self.finish(with_title(title, text))
-        fits = len(whole) <= self.max_input_tokens
-        if fits and len(offsets) <= spec.max_tokens or not offsets:
-            return [Passage(0, len(text), whole)]
+        if len(offsets) <= spec.max_tokens:  # else it is split: no need to tokenize it all again
+            whole = self.finish(with_title(title, text))
+            if len(whole) <= self.max_input_tokens or not offsets:
+                return [Passage(0, len(text), whole)]
         # Room for the body beside the title, the separator and the special tokens.
         overhead = len(self.finish(with_title(title, "x"))) - 1
         window = min(spec.max_tokens, self.max_input_tokens - overhead)
@@ -159,7 +206,7 @@ class PassageSplitter:
         overlap = min(spec.overlap, window // 2)
         passages, i = [], 0
         while True:
-            j = window_end(text, offsets, i, window)
+            j = self.window_end(text, offsets, i, window, overlap)
             while True:  # re-tokenizing a span can merge differently: shrink until it fits
                 start, end = offsets[i][0], offsets[j - 1][1]
                 ids = self.finish(with_title(title, text[start:end]))

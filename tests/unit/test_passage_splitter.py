@@ -64,7 +64,7 @@ def test_every_word_is_covered_windows_fit_and_overlap(overlap):
 
 
 def test_the_window_leaves_room_for_the_title():
-    body = words(100)
+    body = words(90)  # five windows of 30 - 2 - 10 = 18 words
     [passages] = splitter(limit=30).split([body], [words(10, 1000)], PassageSpec(64, 0))
     assert all(len(p.ids) <= 30 for p in passages)
     assert max(len(body[p.start : p.end].split()) for p in passages) == 30 - 2 - 10
@@ -93,3 +93,19 @@ def test_bad_specs_and_long_titles_are_refused():
         splitter(limit=40).split([words(100)], [words(30, 500)], PassageSpec(32, 0))
     with pytest.raises(InputError, match="empty"):
         splitter().split(["  "], [None], PassageSpec(32, 0))
+
+
+@pytest.mark.parametrize("overlap", [0, 4, 16])
+@pytest.mark.parametrize("n", [33, 40, 63, 70, 97, 150, 201])
+def test_windows_are_as_few_as_possible_and_of_even_size(n, overlap):
+    body = words(n)
+    [passages] = splitter().split([body], [None], PassageSpec(32, overlap))
+    sizes = [len(body[p.start : p.end].split()) for p in passages]
+    assert len(passages) == -(-(n - overlap) // (32 - overlap))  # the fewest that cover it
+    assert max(sizes) <= 32 and max(sizes) - min(sizes) <= 1  # no short tail window
+
+
+def test_a_body_just_over_the_window_is_halved_not_left_a_tail():
+    body = words(34)
+    [passages] = splitter().split([body], [None], PassageSpec(32, 0))
+    assert [body[p.start : p.end] for p in passages] == [words(17), words(17, 17)]
