@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -24,8 +24,8 @@ from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.index.indexes import drop_index, physical_indexes
 from bridge.index.ingest import Indexer, ingest_file
-from bridge.index.meta import TITLE_BOOST, SetupError, read_meta
-from bridge.index.reindex import Plan, Reindexer, ReindexError, plan_reindex
+from bridge.index.meta import TITLE_BOOST, SetupError, describe_layout, read_meta
+from bridge.index.reindex import SAME, Plan, Reindexer, ReindexError, plan_reindex
 from bridge.index.search import Hit, HybridSearch, SearchOptions
 from bridge.index.setup import setup_index
 from bridge.model.errors import InputError
@@ -575,7 +575,25 @@ def evaluate_command(
 @click.command()
 @connection_options
 @click.option("--index", required=True, help="Alias set up with bridge setup (NAME).")
-@click.option("--dim", type=int, required=True, help="New vector dimension; fills NAME-dD.")
+@click.option(
+    "--dim", type=int, default=None,
+    help="New vector dimension; fills NAME-dD [default: the current one].",
+)  # fmt: skip
+@click.option(
+    "--passage-tokens",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Convert to passages of at most this many model tokens (an index of one vector "
+    "per document, or another window); 0: to one vector per document. The bodies are "
+    "embedded again; the new index is NAME-dD-pNoM (or NAME-dD-single) [default: keep].",
+)
+@click.option(
+    "--passage-overlap",
+    type=click.IntRange(min=0),
+    default=None,
+    help=f"Tokens shared by consecutive passages, with --passage-tokens "
+    f"[default: {DEFAULT_PASSAGE_OVERLAP}].",
+)
 @click.option(
     "--from-vectors",
     "prefer",
@@ -606,18 +624,23 @@ def evaluate_command(
     "--json", "as_json", is_flag=True, help="Print the summary (the plan with --dry-run) as JSON."
 )
 def reindex(
-    engine, embedder, index, dim, prefer, batch_size, delete_old, dry_run, engine_bridge_url,
-    as_json,
+    engine, embedder, index, dim, passage_tokens, passage_overlap, prefer, batch_size,
+    delete_old, dry_run, engine_bridge_url, as_json,
 ) -> None:  # fmt: skip
-    """Move alias INDEX to DIM-dimensional vectors with no downtime and no loss.
+    """Move alias INDEX to DIM-dimensional vectors, or to passage vectors, with no downtime
+    and no loss.
 
     Without --from-vectors/--re-embed the bridge truncates the stored vectors when they are
     wider and from the model the service serves (Qwen3-Embedding is Matryoshka-trained),
-    else re-embeds. Searches through the alias work throughout; writes that arrive meanwhile
-    are copied before the alias moves. Interrupted? Run the same command again: it resumes.
+    else re-embeds; a new layout (--passage-tokens) always re-embeds. Searches through the
+    alias work throughout; writes that arrive meanwhile are copied before the alias moves.
+    Interrupted? Run the same command again: it resumes.
     """
+    if dim is None and passage_tokens is None:
+        raise click.UsageError("give --dim, --passage-tokens, or both")
+    passages = _passage_layout(passage_tokens, passage_overlap)
     try:
-        plan = plan_reindex(engine, embedder, index, dim, prefer or "auto", delete_old)
+        plan = plan_reindex(engine, embedder, index, dim, prefer or "auto", delete_old, passages)
         for line in plan.lines():
             click.echo(("" if dry_run else "- ") + line, err=as_json or not dry_run)
         if dry_run:
@@ -657,7 +680,8 @@ def reindex(
 @click.option("--drop-old", is_flag=True, help="Delete every index of ALIAS but the live one.")
 @click.option("--json", "as_json", is_flag=True, help="Print the indexes as JSON.")
 def indexes(engine, embedder, alias, drop, drop_old, as_json) -> None:
-    """List ALIAS's physical indexes (NAME-dD: dimension, model, documents, live or not),
+    """List ALIAS's physical indexes (NAME-dD or NAME-dD-LAYOUT: dimension, model,
+    documents, one vector or passages, live or not),
     or drop the old ones that setup at another dimension and reindex leave behind."""
     if drop or drop_old:
         names = list(drop)
@@ -672,6 +696,7 @@ def indexes(engine, embedder, alias, drop, drop_old, as_json) -> None:
     if as_json:
         rows = [
             {"index": p.name, "dim": p.dim, "model": p.meta.model if p.meta else None,
+             "passages": p.meta.passages if p.meta else None,
              "documents": p.documents, "live": p.live, "reindexing": p.filling}
             for p in found
         ]  # fmt: skip
@@ -682,7 +707,24 @@ def indexes(engine, embedder, alias, drop, drop_old, as_json) -> None:
     for p in found:
         model = p.meta.model if p.meta else "(not made by the bridge)"
         state = "live" if p.live else ("reindexing into it" if p.filling else "old")
-        click.echo(f"{p.name}  {p.dim:>5} dims  {p.documents:>9} docs  {model}  {state}")
+        layout = describe_layout(p.meta.passages) if p.meta else "?"
+        click.echo(f"{p.name}  {p.dim:>5} dims  {p.documents:>9} docs  {model}  {layout}  {state}")
+
+
+def _passage_layout(tokens: int | None, overlap: int | None) -> dict | None | Literal["same"]:
+    """The layout ``bridge reindex`` asks for: passages, None (one vector) or ``SAME``."""
+    if tokens is None:
+        if overlap is not None:
+            raise click.BadParameter("needs --passage-tokens", param_hint="--passage-overlap")
+        return SAME
+    if tokens == 0:
+        return None
+    spec = PassageSpec(tokens, DEFAULT_PASSAGE_OVERLAP if overlap is None else overlap)
+    try:
+        spec.check()
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--passage-tokens") from None
+    return asdict(spec)
 
 
 def _plan_json(plan: Plan) -> dict:
@@ -692,6 +734,7 @@ def _plan_json(plan: Plan) -> dict:
         "target": plan.target.index,
         "method": plan.method,
         "reason": plan.reason,
+        "passages": {"from": plan.source.passages, "to": plan.target.passages},
         "documents": plan.documents,
         "resume": plan.resume.stored() if plan.resume else None,
         "notes": plan.notes,

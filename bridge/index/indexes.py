@@ -1,4 +1,5 @@
-"""``bridge indexes``: the physical indexes ``NAME-dD`` of an alias, and dropping old ones.
+"""``bridge indexes``: the physical indexes of an alias (``NAME-dD``, and ``NAME-dD-LAYOUT``
+that a reindex to another layout makes), and dropping old ones.
 
 ``setup`` at another dimension and ``reindex`` without ``--delete-old`` keep the index the
 alias left; this lists them (dimension, model, documents, which one is live) and drops
@@ -29,8 +30,8 @@ class PhysicalIndex:
 
 
 def physical_indexes(engine: EngineClient, alias: str) -> list[PhysicalIndex]:
-    """Every ``alias-dD`` index, by dimension."""
-    pattern = re.compile(rf"{re.escape(alias)}-d(\d+)")
+    """Every ``alias-dD`` and ``alias-dD-LAYOUT`` index, by dimension."""
+    pattern = re.compile(rf"{re.escape(alias)}-d(\d+)(-(single|p\d+o\d+))?")
     mappings = engine.request("GET", f"/{alias}-d*/_mapping", missing_ok=True) or {}
     live = set(engine.request("GET", f"/_alias/{alias}", missing_ok=True) or {})
     found = []
@@ -41,7 +42,7 @@ def physical_indexes(engine: EngineClient, alias: str) -> list[PhysicalIndex]:
         count = engine.request("GET", f"/{name}/_count")["count"]
         meta = IndexMeta.from_mapping(mapping)
         found.append(PhysicalIndex(name, int(matched[1]), meta, count, name in live))
-    return sorted(found, key=lambda p: p.dim)
+    return sorted(found, key=lambda p: (p.dim, p.name))
 
 
 def drop_index(engine: EngineClient, alias: str, name: str) -> str:

@@ -1,7 +1,9 @@
 """What the bridge records about an index (``_meta.bridge``), read and written in one place.
 
 Physical index ``NAME-dD`` is reached through the alias ``NAME``; its metadata names the
-model, dimension, fields, ingest mode and pipeline, so later commands read them.
+model, dimension, fields, ingest mode and pipeline, so later commands read them. An index
+that ``bridge reindex`` filled with another layout than its source's (passages instead of
+one vector, or another window) is ``NAME-dD-LAYOUT`` (``layout_tag``), so both coexist.
 """
 
 from __future__ import annotations
@@ -17,8 +19,24 @@ class SetupError(RuntimeError):
     """The index cannot be set up as asked; the message says why and what to do."""
 
 
-def physical_name(alias: str, dim: int) -> str:
-    return f"{alias}-d{dim}"
+def physical_name(alias: str, dim: int, layout: str = "") -> str:
+    """``NAME-dD``, or ``NAME-dD-LAYOUT`` with a layout tag."""
+    return f"{alias}-d{dim}" + (f"-{layout}" if layout else "")
+
+
+def layout_tag(passages: dict | None) -> str:
+    """The name tag of a layout: ``p256o32`` for passages of 256 tokens with 32 shared,
+    ``single`` for one vector per document."""
+    if not passages:
+        return "single"
+    return f"p{passages['max_tokens']}o{passages['overlap']}"
+
+
+def describe_layout(passages: dict | None) -> str:
+    """A layout in words."""
+    if not passages:
+        return "one vector per document"
+    return f"passages of {passages['max_tokens']} tokens, {passages['overlap']} shared"
 
 
 TITLE_BOOST = 1.0  # BM25 weight of the title against the body (docs/search.md: measured)
@@ -46,10 +64,11 @@ class IndexMeta:
     created_at: float = field(default_factory=time.time)
     search_profile: dict | None = None
     reindex: dict | None = None  # checkpoint of a running ``bridge reindex`` into this index
+    layout: str = ""  # the name's layout tag ("": NAME-dD, whatever the layout)
 
     @property
     def index(self) -> str:
-        return physical_name(self.alias, self.dim)
+        return physical_name(self.alias, self.dim, self.layout)
 
     @property
     def knn_field(self) -> str:

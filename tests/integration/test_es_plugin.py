@@ -40,7 +40,9 @@ def es(request) -> Iterator[str]:
         yield url
 
 
-def make_index(es: str, name: str, url: str | list[str], dim: int, **options) -> None:
+def make_index(
+    es: str, name: str, url: str | list[str], dim: int, mapping: dict | None = None, **options
+) -> None:
     processor = {
         "url": url,
         "dimensions": dim,
@@ -55,7 +57,7 @@ def make_index(es: str, name: str, url: str | list[str], dim: int, **options) ->
         f"{es}/_ingest/pipeline/{name}-pipe", json={"processors": [{"bridge_embedding": processor}]}
     )
     assert r.status_code == 200, r.text
-    mapping = {"properties": {"embedding": {"type": "dense_vector", "dims": dim}}}
+    mapping = mapping or {"properties": {"embedding": {"type": "dense_vector", "dims": dim}}}
     r = httpx.put(
         f"{es}/{name}",
         json={
@@ -80,14 +82,14 @@ def bulk(es: str, name: str, docs: list[dict]) -> dict:
     return r.json()
 
 
-def stored_vectors(es: str, name: str) -> dict[str, list[float]]:
+def stored_vectors(es: str, name: str, field: str = "embedding") -> dict[str, list]:
     body = {"size": 100, "query": {"match_all": {}}}
     major = int(httpx.get(f"{es}/_nodes/_local").json()["nodes"].popitem()[1]["version"][0])
     if major >= 9:  # 9.x leaves vectors out of _source unless asked
         body["_source"] = {"exclude_vectors": False}
     r = httpx.post(f"{es}/{name}/_search", json=body)
     assert r.status_code == 200, r.text
-    return {h["_id"]: h["_source"].get("embedding") for h in r.json()["hits"]["hits"]}
+    return {h["_id"]: h["_source"].get(field) for h in r.json()["hits"]["hits"]}
 
 
 def test_plain_bulk_gets_the_same_vectors_as_the_api(es, qwen3_server):
@@ -222,3 +224,50 @@ def test_api_key_rotation_through_the_keystore(es, tiny_qwen3_dir, tmp_path):
         assert bulk(es, "plugin-keys", DOCS[1:2])["errors"]
         set_keystore_key(es, "second-key")
         assert not bulk(es, "plugin-keys", DOCS[2:3])["errors"]
+
+
+def test_too_many_passages_splits_the_batch(es, tiny_qwen3_dir):
+    """A service that takes 6 inputs (passages) per request: the plugin's batch of 6
+    documents, which make more passages, is answered 413 too_many_passages, split and sent
+    again in halves, so every document gets its passages; the one document that alone
+    makes more than 6 fails alone, with the service's message."""
+    import random
+
+    from tiny_qwen3 import WORDS
+
+    rng = random.Random(11)
+    docs = [{"text": " ".join(rng.choices(WORDS, k=30))} for _ in range(5)]
+    docs.insert(3, {"text": " ".join(rng.choices(WORDS, k=400))})  # alone over the limit
+    spec = {"max_tokens": 24, "overlap": 4}
+    service = make_service(tiny_qwen3_dir, max_batch_tokens=512)
+    with live_server(service, ServerSettings(max_inputs_per_request=6)) as server:
+        alone = [
+            httpx.post(f"{server.url}/v1/embeddings", timeout=60,
+                       json={"input": [d["text"]], "dimensions": 32, "passages": spec})
+            for d in docs
+        ]  # fmt: skip
+        assert [r.status_code for r in alone].count(413) == 1 and alone[3].status_code == 413
+        assert sum(len(r.json()["data"][0]["passages"]) for r in alone if r.is_success) > 6
+
+        passages = {"type": "nested", "properties": {
+            "embedding": {"type": "dense_vector", "dims": 32},
+            "start": {"type": "integer"}, "end": {"type": "integer"}}}  # fmt: skip
+        make_index(es, "plugin-split", server.url, 32, {"properties": {"passages": passages}},
+                   linger_ms=300, timeout_ms=20000, passage_tokens=24, passage_overlap=4,
+                   target_field="passages")  # fmt: skip
+        result = bulk(es, "plugin-split", docs)
+
+    failed = [i for i, item in enumerate(result["items"]) if "error" in item["index"]]
+    assert failed == [3], result
+    reason = result["items"][3]["index"]["error"]["reason"]
+    assert "413" in reason and "the limit per request is 6" in reason, reason
+    stored = stored_vectors(es, "plugin-split", field="passages")
+    for i, answer in enumerate(alone):
+        if i == 3:
+            continue
+        want = answer.json()["data"][0]["passages"]
+        got = stored[str(i)]
+        assert [(p["start"], p["end"]) for p in got] == [(p["start"], p["end"]) for p in want]
+        for g, w in zip(got, want, strict=True):
+            a, b = np.asarray(g["embedding"]), np.asarray(w["embedding"])
+            assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.9999

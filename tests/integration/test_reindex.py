@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import httpx
 import numpy as np
@@ -301,3 +302,137 @@ def test_refusals_are_clear(opensearch_url, wide_bridge):
     engine.request("PUT", "/refuse-d64", {})
     with pytest.raises(ReindexError, match="already exists"):
         plan_reindex(engine, embedder, "refuse", 64)
+
+
+SMALL = {"max_tokens": 24, "overlap": 4}  # the tiny model's passages: several per document
+
+
+def long_corpus(n: int, prefix: str = "long", seed: int = 0) -> list[dict]:
+    """Documents of several passages each, with titles."""
+    rng = random.Random(seed)
+    return [
+        {"_id": f"{prefix}{i:04d}", "title": rng.choice(WORDS),
+         "text": " ".join(rng.choices(WORDS, k=rng.randint(40, 90)))}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def passage_sets(engine, index, field="embedding") -> dict[str, list[tuple[int, int, np.ndarray]]]:
+    """Every document's passages in ``index``: (start, end, unit vector), by id."""
+    engine.request("POST", f"/{index}/_refresh")
+    params = {"_source_exclude_vectors": "false"} if engine.info().kind == "elasticsearch" else {}
+    answer = engine.request(
+        "POST", f"/{index}/_search", {"size": 10000, "_source": [field]}, params=params
+    )
+    out = {}
+    for hit in answer["hits"]["hits"]:
+        passages = hit["_source"][field]
+        assert isinstance(passages, list) and isinstance(passages[0], dict), passages
+        out[hit["_id"]] = [
+            (p["start"], p["end"], truncate(p["embedding"], len(p["embedding"]))) for p in passages
+        ]
+    return out
+
+
+def assert_passages_direct(embedder, docs, got, spec=SMALL, dim=256):
+    """Each document holds the passages the service makes of it (offsets and vectors)."""
+    want = embedder.embed_passages(
+        [d["text"] for d in docs], [d.get("title") for d in docs], **spec, dimensions=dim
+    )
+    for doc, passages in zip(docs, want, strict=True):
+        held = got[doc["_id"]]
+        assert [(s, e) for s, e, _ in held] == [(p.start, p.end) for p in passages]
+        for (_, _, vector), passage in zip(held, passages, strict=True):
+            assert float(vector @ passage.vector) >= 0.999
+
+
+def test_native_single_vector_index_converts_to_passages(opensearch_url, wide_bridge):
+    """One vector per document (native, ml_inference) -> passages, at the same dimension:
+    NAME-d256-p24o4 is filled through its own pipeline beside NAME-d256, then the alias
+    moves; kNN then scores documents by their best passage."""
+    bridge_url, embedder = wide_bridge
+    engine = EngineClient(opensearch_url)
+    docs = long_corpus(40)
+    meta, _ = setup_index(engine, embedder, "conv", 256, "native", bridge_url=bridge_url,
+                          replicas=0, passages=None)  # fmt: skip
+    Indexer(engine, meta, progress=False).ingest(as_docs(docs))
+    engine.request("POST", "/conv/_refresh")
+    assert meta.index == "conv-d256" and meta.passages is None
+
+    plan = plan_reindex(engine, embedder, "conv", passages=SMALL)
+    assert plan.method == "re-embed" and plan.target.index == "conv-d256-p24o4"
+    assert any("one vector per document -> passages of 24 tokens" in x for x in plan.lines())
+    summary = Reindexer(engine, embedder, plan, bridge_url=bridge_url, progress=False).run()
+    assert summary.copied == len(docs) and summary.sample_min_cosine >= 0.99
+
+    now = read_meta(engine, "conv")
+    assert now.index == "conv-d256-p24o4" and now.passages == SMALL and now.mode == "native"
+    assert now.pipeline and now.pipeline != meta.pipeline and now.reindex is None
+    assert engine.exists("/conv-d256")  # the old layout is kept beside it
+    got = passage_sets(engine, "conv-d256-p24o4")
+    assert set(got) == {d["_id"] for d in docs} and min(len(p) for p in got.values()) >= 2
+    assert_passages_direct(embedder, docs, got)
+
+    # A writer that still holds the old (one vector) metadata follows the alias.
+    late = long_corpus(2, prefix="late", seed=4)
+    stale = replace(meta, mode="bridge")  # embeds one vector itself, as before the move
+    done = Indexer(engine, stale, embedder, progress=False).ingest(as_docs(late))
+    assert done.indexed == 2 and done.failed == []
+    assert_passages_direct(embedder, late, passage_sets(engine, "conv-d256-p24o4"))
+
+    hits = HybridSearch(engine, embedder, now).search(docs[3]["text"], SearchOptions("knn"))
+    assert hits and all(hit.passage is not None for hit in hits)
+    listed = run_indexes(opensearch_url, bridge_url, "conv")
+    assert "conv-d256-p24o4" in listed and "passages of 24 tokens, 4 shared" in listed
+    with pytest.raises(ReindexError, match="already serves 256-dimensional vectors, passages"):
+        plan_reindex(engine, embedder, "conv", passages=SMALL)
+
+
+def run_indexes(url, bridge_url, alias) -> str:
+    env = {**os.environ, "BRIDGE_ENGINE_URL": url, "BRIDGE_URL": bridge_url}
+    cmd = [sys.executable, "-m", "bridge.cli", "indexes", alias]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout
+
+
+def test_conversion_killed_and_resumed_elasticsearch(elasticsearch_url, wide_bridge):
+    """``bridge reindex --passage-tokens`` on a bridge-side index, killed mid-way with
+    SIGKILL, then run again: every document ends with exactly its passages."""
+    bridge_url, embedder = wide_bridge
+    engine = EngineClient(elasticsearch_url)
+    docs = long_corpus(300, prefix="es", seed=8)
+    meta, _ = setup_index(engine, embedder, "esconv", 256, "bridge", replicas=0, passages=None)
+    Indexer(engine, meta, embedder, batch_size=64, progress=False).ingest(as_docs(docs))
+    engine.request("POST", "/esconv/_refresh")
+    args = ["--index", "esconv", "--passage-tokens", "24", "--passage-overlap", "4"]
+
+    dry = run_cli(elasticsearch_url, bridge_url, *args, "--dry-run", "--json")
+    out, err = dry.communicate(timeout=120)
+    assert dry.returncode == 0, err
+    shown = json.loads(out)
+    assert shown["target"] == "esconv-d256-p24o4" and shown["method"] == "re-embed"
+    assert shown["passages"] == {"from": None, "to": SMALL}
+
+    proc = run_cli(elasticsearch_url, bridge_url, *args, "--batch", "10")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        target = read_meta(engine, "esconv-d256-p24o4")
+        if target and (target.reindex or {}).get("copied", 0) >= 50:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    target = read_meta(engine, "esconv-d256-p24o4")
+    assert target.reindex["phase"] == "fill" and 50 <= target.reindex["copied"] < len(docs)
+    assert read_meta(engine, "esconv").index == "esconv-d256"
+
+    again = run_cli(elasticsearch_url, bridge_url, *args, "--json")
+    out, err = again.communicate(timeout=400)
+    assert again.returncode == 0, err
+    assert b"resuming" in err and b"passages of 24 tokens" in err
+    now = read_meta(engine, "esconv")
+    assert now.index == "esconv-d256-p24o4" and now.passages == SMALL and now.mode == "bridge"
+    got = passage_sets(engine, "esconv-d256-p24o4")
+    assert set(got) == {d["_id"] for d in docs}
+    assert_passages_direct(embedder, docs[:60], got)

@@ -202,3 +202,46 @@ def test_an_empty_index_not_made_by_the_bridge_is_never_replaced():
     with pytest.raises(ReindexError, match="docs-d256 already exists"):
         plan(facts(target_exists=True, counts={"docs-d1024": 7, "docs-d256": 0}),
              Request("docs", 256))  # fmt: skip
+
+
+PASSAGES = {"max_tokens": 256, "overlap": 32}
+
+
+def test_one_vector_to_passages_re_embeds_into_a_tagged_index():
+    """Same dimension, new layout: NAME-dD-pNoM beside NAME-dD, always re-embedded."""
+    chosen = plan(facts(), Request("docs", 1024, passages=PASSAGES))
+    assert chosen.method == "re-embed" and "split into passages" in chosen.reason
+    assert chosen.target.index == "docs-d1024-p256o32" and chosen.target.layout == "p256o32"
+    assert chosen.target.passages == PASSAGES and chosen.target.knn_field == "embedding.embedding"
+    assert any("one vector per document -> passages of 256 tokens" in x for x in chosen.lines())
+    with pytest.raises(ReindexError, match="--from-vectors is not possible.*embedded again"):
+        plan(facts(), Request("docs", 1024, prefer="from-vectors", passages=PASSAGES))
+
+
+def test_a_tagged_index_keeps_its_tag_when_only_the_dimension_changes():
+    source = replace(SOURCE, passages=PASSAGES, layout="p256o32")
+    current = facts(current=source, alias_indices={"docs-d1024-p256o32"},
+                    counts={"docs-d1024-p256o32": 7})  # fmt: skip
+    chosen = plan(current, Request("docs", 256))
+    assert chosen.method == "engine" and chosen.target.index == "docs-d256-p256o32"
+    with pytest.raises(ReindexError, match="already serves 1024-dimensional vectors, passages"):
+        plan(current, Request("docs", 1024, passages=PASSAGES))
+    back = plan(current, Request("docs", 1024, passages=None))
+    assert back.target.index == "docs-d1024-single" and back.target.passages is None
+
+
+def test_same_layout_is_nothing_to_do():
+    with pytest.raises(ReindexError, match="already serves 1024-dimensional vectors, one"):
+        plan(facts(), Request("docs", 1024, passages=None))
+
+
+def test_resume_after_the_swap_of_a_conversion():
+    target = replace(SOURCE, passages=PASSAGES, layout="p256o32",
+                     reindex=checkpoint("re-embed", "swapped"))  # fmt: skip
+    after = facts(current=target, alias_indices={"docs-d1024-p256o32"}, resumed_source=SOURCE,
+                  counts={"docs-d1024": 7, "docs-d1024-p256o32": 7})  # fmt: skip
+    chosen = plan(after, Request("docs", 1024, passages=PASSAGES))
+    assert chosen.resume is not None and chosen.resume.phase is Phase.SWAPPED
+    assert chosen.source.index == "docs-d1024" and chosen.target.index == "docs-d1024-p256o32"
+    with pytest.raises(ReindexError, match="stopped after the alias moved"):
+        plan(after, Request("docs", 512))

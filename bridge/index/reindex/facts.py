@@ -8,18 +8,25 @@ from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.index.dialects import dialect_for
-from bridge.index.meta import physical_name, read_meta
-from bridge.index.reindex.plan import Facts
+from bridge.index.meta import IndexMeta, physical_name, read_meta
+from bridge.index.reindex.plan import Facts, Request
 
 
-def gather(engine: EngineClient, embedder: EmbeddingClient | None, alias: str, dim: int) -> Facts:
-    """Read the facts for reindexing ``alias`` to ``dim`` (nothing is changed)."""
-    current = read_meta(engine, alias)
+def gather(
+    engine: EngineClient,
+    embedder: EmbeddingClient | None,
+    request: Request,
+    current: IndexMeta | None,
+) -> Facts:
+    """Read the facts for ``request`` (nothing is changed); ``current``: the metadata
+    behind the alias."""
+    alias = request.alias
     behind = engine.request("GET", f"/_alias/{alias}", missing_ok=True) or {}
-    target_name = physical_name(alias, dim)
     resumed_source = None
-    if current is not None and current.reindex and current.index == target_name:
+    if current is not None and current.reindex:  # the alias moved before the run ended
         resumed_source = read_meta(engine, current.reindex["source"])
+    source = resumed_source or current
+    target_name = request.target_name(source) if source else physical_name(alias, request.dim)
     target_exists = engine.exists(f"/{target_name}")
     names = [meta.index for meta in (current, resumed_source) if meta is not None]
     counts = {

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from bridge.clients.embedding import ModelInfo
-from bridge.index.meta import IndexMeta, physical_name
+from bridge.index.meta import IndexMeta, describe_layout, layout_tag, physical_name
 from bridge.index.reindex.checkpoint import Checkpoint
 
 Method = Literal["engine", "scroll", "re-embed"]
 Prefer = Literal["auto", "from-vectors", "re-embed"]
+SAME: Literal["same"] = "same"  # Request.passages: keep the source's layout
 
 SAMPLE_SIZE = 20  # documents whose vectors are checked before and after the swap
 
@@ -29,6 +30,22 @@ class Request:
     dim: int
     prefer: Prefer = "auto"
     delete_old: bool = False
+    # The new layout: ``{"max_tokens", "overlap"}``, None for one vector per document.
+    passages: dict | None | Literal["same"] = SAME
+
+    def layout(self, source: IndexMeta) -> dict | None:
+        """The new index's passages (None: one vector per document)."""
+        return source.passages if self.passages == SAME else self.passages
+
+    def converts(self, source: IndexMeta) -> bool:
+        """The layout changes: the bodies are split (or joined) and embedded again."""
+        return self.layout(source) != source.passages
+
+    def target_name(self, source: IndexMeta) -> str:
+        """``NAME-dD`` with the source's layout tag, or the new layout's when it changes
+        (so a converted index and its source coexist at one dimension)."""
+        layout = layout_tag(self.layout(source)) if self.converts(source) else source.layout
+        return physical_name(self.alias, self.dim, layout)
 
 
 @dataclass
@@ -37,8 +54,8 @@ class Facts:
 
     current: IndexMeta | None  # the metadata behind the alias
     alias_indices: set[str]  # the physical indices the alias points at
-    target: IndexMeta | None  # the metadata of NAME-dD, if that index exists
-    target_exists: bool  # NAME-dD exists (with or without bridge metadata)
+    target: IndexMeta | None  # the metadata of the new index, if it exists
+    target_exists: bool  # the new index exists (with or without bridge metadata)
     resumed_source: IndexMeta | None  # the source named by the current index's checkpoint
     counts: dict[str, int]  # documents per index the plan may read from
     service: ModelInfo | None  # the embedding service's model, if it answered
@@ -58,7 +75,7 @@ class Plan:
     delete_old: bool
     resume: Checkpoint | None = None
     notes: list[str] = field(default_factory=list)
-    replace_empty: bool = False  # NAME-dD exists, empty: dropped before it is created
+    replace_empty: bool = False  # the new index exists, empty: dropped before it is created
 
     def lines(self) -> list[str]:
         how = {
@@ -71,6 +88,12 @@ class Plan:
             f"{self.documents} documents) -> {self.target.index} ({self.target.dim} dims)",
             f"method: {self.method}: {how} ({self.reason})",
         ]
+        if self.source.passages != self.target.passages:
+            lines.append(
+                f"layout: {describe_layout(self.source.passages)} -> "
+                f"{describe_layout(self.target.passages)} (each body split again and every "
+                f"passage embedded; kNN then scores a document by its best passage)"
+            )
         if self.resume:
             lines.append(
                 f"resume: phase {self.resume.phase.value}, {self.resume.copied} copied so far"
@@ -123,13 +146,22 @@ def _source_and_resumed(facts: Facts, request: Request) -> tuple[IndexMeta, Inde
         raise ReindexError(f"{alias} was not set up by the bridge (or does not exist)")
     if current.index not in facts.alias_indices:
         raise ReindexError(f"{alias} is not an alias of {current.index}; run bridge setup")
-    target_name = physical_name(alias, request.dim)
-    if current.reindex and current.index == target_name:  # stopped right after the swap
-        if facts.resumed_source is None:
+    if current.reindex:  # the alias moved to the new index, the run stopped before the end
+        source = facts.resumed_source
+        if source is None:
             raise ReindexError(f"{current.reindex['source']} is gone; nothing to resume")
-        return facts.resumed_source, current
+        if request.target_name(source) == current.index:
+            return source, current
+        raise ReindexError(
+            f"a reindex of {alias} from {source.index} into {current.index} stopped after "
+            "the alias moved: run it again as it was started, to finish it"
+        )
+    target_name = request.target_name(current)
     if current.index == target_name:
-        raise ReindexError(f"{alias} already serves {request.dim}-dimensional vectors")
+        raise ReindexError(
+            f"{alias} already serves {request.dim}-dimensional vectors, "
+            f"{describe_layout(current.passages)}"
+        )
     existing = facts.target
     if existing is not None and (existing.reindex or {}).get("source") == current.index:
         return current, existing
@@ -157,8 +189,17 @@ def plan(facts: Facts, request: Request) -> Plan:
     notes: list[str] = []
     method: Method
     resume = Checkpoint.from_stored(existing.reindex) if existing and existing.reindex else None
+    converts = request.converts(source)
     if resume is not None:
         method, reason = resume.method, "resuming the interrupted run"  # type: ignore[assignment]
+    elif converts:
+        if prefer == "from-vectors":
+            raise ReindexError(
+                f"--from-vectors is not possible: {describe_layout(source.passages)} -> "
+                f"{describe_layout(request.layout(source))} needs the text embedded again"
+            )
+        method = "re-embed"
+        reason = "a new layout: the bodies are split into passages again and embedded"
     elif prefer == "re-embed":
         method, reason = "re-embed", "--re-embed"
     elif problem is None or (prefer == "from-vectors" and info is None and source.dim > dim):
@@ -191,6 +232,8 @@ def plan(facts: Facts, request: Request) -> Plan:
         source,
         dim=dim,
         model=model,
+        passages=request.layout(source),
+        layout=layout_tag(request.layout(source)) if converts else source.layout,
         mode="bridge",
         pipeline=None,
         model_id=None,

@@ -19,7 +19,8 @@ from bridge.index.reindex.checkpoint import Checkpoint, Phase
 from bridge.index.reindex.copy import Copier
 from bridge.index.reindex.plan import Plan, ReindexError
 from bridge.index.reindex.verify import check_counts, check_sample
-from bridge.index.setup import PIPELINE_BATCH_SIZE
+from bridge.index.setup import PIPELINE_BATCH_SIZE, check_service_dimension
+from bridge.model.passages import PassageSpec
 
 # Writers stamp bridge.indexed_at with their own clock: catch-up looks this far back.
 CLOCK_MARGIN_MS = 30_000
@@ -126,7 +127,18 @@ class Reindexer:
             raise ReindexError(f"{name} received {count['count']} documents since the plan")
         self.engine.request("DELETE", f"/{name}", missing_ok=True)
 
+    def _check_passages(self) -> None:
+        """A new passage layout needs a service that splits documents (and the right width)."""
+        passages = self.target.passages
+        if passages == self.source.passages or not passages or self.embedder is None:
+            return
+        try:
+            check_service_dimension(self.embedder, self.target.dim, PassageSpec(**passages))
+        except SetupError as exc:
+            raise ReindexError(str(exc)) from exc
+
     def _create_target(self) -> None:
+        self._check_passages()
         if self.plan.replace_empty:
             self._drop_empty_target()
         settings = self.engine.request("GET", f"/{self.source.index}/_settings")

@@ -177,6 +177,10 @@ final class EmbeddingBatcher {
             deliver(batch, url, response.body());
             return;
         }
+        if (status == 413 && batch.size() > 1 && "too_many_passages".equals(errorField(response.body(), "code"))) {
+            split(batch, deadline);
+            return;
+        }
         String reason = url + " answered HTTP " + status + ": " + errorMessage(response.body());
         if (status == 429 || status == 502 || status == 503 || status == 504) {
             long wait = response.headers().firstValue("Retry-After").map(EmbeddingBatcher::seconds).orElse(-1L);
@@ -187,6 +191,21 @@ final class EmbeddingBatcher {
         String hint = status == 401 ? " (set the key with `elasticsearch-keystore add bridge.api_key` and "
             + "POST _nodes/reload_secure_settings)" : "";
         finish(batch, new ElasticsearchStatusException("bridge_embedding: " + reason + hint, restStatus));
+    }
+
+    /**
+     * The batch's documents make more passages than the service takes in one request
+     * (max_inputs_per_request): each half is sent on its own, within the same deadline, and
+     * split again if need be. A document too long alone fails alone, with the service's
+     * message; its neighbours get their vectors.
+     */
+    private void split(List<Item> batch, long deadline) {
+        int half = batch.size() / 2;
+        List<Item> first = List.copyOf(batch.subList(0, half));
+        List<Item> second = List.copyOf(batch.subList(half, batch.size()));
+        inFlight.incrementAndGet();  // two requests now, each finishing on its own
+        attempt(first, requestBody(first), 0, deadline, null);
+        attempt(second, requestBody(second), 0, deadline, null);
     }
 
     private void retry(List<Item> batch, String body, int attempt, long deadline, String reason, long delayMs) {
@@ -320,14 +339,23 @@ final class EmbeddingBatcher {
     }
 
     private static String errorMessage(String body) {
-        try {
-            Map<String, Object> parsed = XContentHelper.convertToMap(JsonXContent.jsonXContent, body, false);
-            if (parsed.get("error") instanceof Map<?, ?> error && error.get("message") != null) {
-                return String.valueOf(error.get("message"));
-            }
-        } catch (RuntimeException ignored) {
-            // not JSON: fall through to the raw text
+        String message = errorField(body, "message");
+        if (message != null) {
+            return message;
         }
         return body.length() > 200 ? body.substring(0, 200) + "..." : body;
+    }
+
+    /** A field of the service's error envelope ({"error": {"message", "code", ...}}), or null. */
+    private static String errorField(String body, String name) {
+        try {
+            Map<String, Object> parsed = XContentHelper.convertToMap(JsonXContent.jsonXContent, body, false);
+            if (parsed.get("error") instanceof Map<?, ?> error && error.get(name) != null) {
+                return String.valueOf(error.get(name));
+            }
+        } catch (RuntimeException ignored) {
+            // not JSON
+        }
+        return null;
     }
 }
