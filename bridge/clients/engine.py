@@ -34,6 +34,11 @@ class EngineInfo:
         return int(self.version.split(".")[0])
 
 
+def _dumps(body: object) -> bytes:
+    """JSON of a request body; numpy vectors as their own type's shortest digits."""
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def _reason(body: object) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         err = body["error"]
@@ -102,9 +107,7 @@ class EngineClient:
         headers: dict | None = None,
     ) -> httpx.Response:
         """One request with retries; the caller reads the status."""
-        data = (
-            content if content is not None else (orjson.dumps(body) if body is not None else None)
-        )
+        data = content if content is not None else (_dumps(body) if body is not None else None)
 
         def attempt() -> httpx.Response:
             try:
@@ -178,7 +181,7 @@ class EngineClient:
 
     def bulk(self, lines: list[dict], params: dict | None = None) -> dict:
         """Send NDJSON ``_bulk``; returns the engine's per-item answer."""
-        content = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+        content = b"".join(_dumps(line) + b"\n" for line in lines)
         response = self.send(
             "POST",
             "/_bulk",

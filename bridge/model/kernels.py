@@ -140,29 +140,38 @@ if triton is not None:
         x_row_stride, n_heads, first_heads, eps,
         HEADS: tl.constexpr, DIM: tl.constexpr,
     ):  # fmt: skip
+        # One token's block of HEADS heads; each head's two halves loaded once (rotary
+        # pairs dimension i with i + DIM/2).
         token = tl.program_id(0).to(tl.int64)
-        heads = tl.arange(0, HEADS)[:, None]
-        dims = tl.arange(0, DIM)[None, :]
-        keep = heads < n_heads
+        heads = tl.program_id(1) * HEADS + tl.arange(0, HEADS)[:, None]
         half: tl.constexpr = DIM // 2
-        partner = (dims + half) % DIM  # rotate_half reads the other half
-        base = x_ptr + token * x_row_stride + heads * DIM
-        x = tl.load(base + dims, mask=keep, other=0.0).to(tl.float32)
-        xp = tl.load(base + partner, mask=keep, other=0.0).to(tl.float32)
+        dims = tl.arange(0, half)[None, :]
+        keep = heads < n_heads
+        base = x_ptr + token * x_row_stride + heads * DIM + dims
+        x1 = tl.load(base, mask=keep, other=0.0).to(tl.float32)
+        x2 = tl.load(base + half, mask=keep, other=0.0).to(tl.float32)
         dim_f = tl.full((), DIM, tl.float32)
-        rstd = tl.rsqrt(tl.div_rn(tl.sum(x * x, axis=1), dim_f) + eps)[:, None]
+        squares = tl.sum(x1 * x1, axis=1) + tl.sum(x2 * x2, axis=1)
+        rstd = tl.rsqrt(tl.div_rn(squares, dim_f) + eps)[:, None]
         dt = out_ptr.dtype.element_ty
         first = heads < first_heads  # q heads take one weight, k heads the other
-        w = tl.where(first, tl.load(wa_ptr + dims), tl.load(wb_ptr + dims)).to(tl.float32)
-        wp = tl.where(first, tl.load(wa_ptr + partner), tl.load(wb_ptr + partner)).to(tl.float32)
-        h = (w * (x * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
-        hp = (wp * (xp * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
-        rotated = tl.where(dims < half, -hp, hp)
+        w1 = tl.where(first, tl.load(wa_ptr + dims), tl.load(wb_ptr + dims)).to(tl.float32)
+        wa2, wb2 = tl.load(wa_ptr + half + dims), tl.load(wb_ptr + half + dims)
+        w2 = tl.where(first, wa2, wb2).to(tl.float32)
+        h1 = (w1 * (x1 * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+        h2 = (w2 * (x2 * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
         pos = tl.load(pos_ptr + token)
-        c = tl.load(cos_ptr + pos * DIM + dims).to(tl.float32)
-        s = tl.load(sin_ptr + pos * DIM + dims).to(tl.float32)
-        out = (h * c).to(dt).to(tl.float32) + (rotated * s).to(dt).to(tl.float32)
-        tl.store(out_ptr + token * n_heads * DIM + heads * DIM + dims, out.to(dt), keep)
+        table = pos * DIM + dims
+        c1 = tl.load(cos_ptr + table).to(tl.float32)
+        c2 = tl.load(cos_ptr + table + half).to(tl.float32)
+        s1 = tl.load(sin_ptr + table).to(tl.float32)
+        s2 = tl.load(sin_ptr + table + half).to(tl.float32)
+        # rotate_half: (-second half, first half)
+        out1 = (h1 * c1).to(dt).to(tl.float32) + (-h2 * s1).to(dt).to(tl.float32)
+        out2 = (h2 * c2).to(dt).to(tl.float32) + (h1 * s2).to(dt).to(tl.float32)
+        target = out_ptr + token * n_heads * DIM + heads * DIM + dims
+        tl.store(target, out1.to(dt), keep)
+        tl.store(target + half, out2.to(dt), keep)
 
     @triton.jit
     def _silu_mul(gu_ptr, out_ptr, n_cols, BLOCK: tl.constexpr, LIBDEVICE: tl.constexpr):
@@ -184,6 +193,9 @@ if triton is not None:
 def _libdevice() -> bool:
     """libdevice's expf (as torch computes it), except in the CPU interpreter (tests)."""
     return os.environ.get("TRITON_INTERPRET") != "1"
+
+
+NORM_ROPE_HEADS = 8  # heads per program: 40 q+k heads of Qwen3-4B are 5 blocks, no padding
 
 
 def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -236,9 +248,10 @@ def norm_rope_triton(
     if x.stride(2) != 1 or x.stride(1) != dim:
         x = x.contiguous()
     out = torch.empty((tokens, heads, dim), dtype=x.dtype, device=x.device)
-    _norm_rope[(tokens,)](
+    block = min(NORM_ROPE_HEADS, triton.next_power_of_2(heads))
+    _norm_rope[(tokens, triton.cdiv(heads, block))](
         x, weights[0], weights[1], cos, sin, positions, out, x.stride(0), heads, first_heads,
-        eps, HEADS=triton.next_power_of_2(heads), DIM=dim,
+        eps, HEADS=block, DIM=dim,
     )  # fmt: skip
     return out
 
