@@ -1,10 +1,10 @@
 """Splitting a document into passages that each fit the model, counted in its own tokens.
 
 A document's body is cut into windows of at most ``max_tokens`` tokens of the serving
-model's tokenizer, consecutive windows sharing ``overlap`` tokens: the fewest windows that
-cover the body, of about even size (no short tail window, whose vector would match queries
-by chance), each cut at the best boundary near that size (paragraph break, else sentence
-end, else word boundary).
+model's tokenizer, consecutive windows sharing ``overlap`` tokens: as few windows as cover the body
+(counted again after each cut), of about even size, so no short tail window is left over;
+each cut at the best boundary near that size (paragraph break, else sentence end, else
+word boundary).
 Each passage is embedded with the document's title in front (the same ``with_title`` text
 bridge-side ingest always embedded), so a body that fits in one window is one passage
 whose vector equals the document's single vector. Nothing is cut silently:
@@ -128,9 +128,9 @@ def _nearest_cut(text: str, offsets: Offsets, low: int, high: int, target: int) 
 
 def balanced_end(text: str, offsets: Offsets, i: int, window: int, overlap: int) -> int:
     """End (exclusive) of the window starting at token ``i``, the rest shared out evenly:
-    the fewest windows that cover it, each about the same size, the cut moved to the best
-    boundary within a quarter of that size of it (never past ``window``). No short tail
-    window is left over."""
+    as few windows as cover it, each about the same size, the cut moved to the best boundary
+    within a quarter of that size of it (never past ``window``). No short tail window is
+    left over."""
     n = len(offsets)
     rest = n - i
     if rest <= window:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
+from itertools import pairwise
 
 import pytest
 
@@ -109,3 +111,29 @@ def test_a_body_just_over_the_window_is_halved_not_left_a_tail():
     body = words(34)
     [passages] = splitter().split([body], [None], PassageSpec(32, 0))
     assert [body[p.start : p.end] for p in passages] == [words(17), words(17, 17)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_prose_is_covered_in_order_within_the_window(seed):
+    rng = random.Random(seed)
+    body = "".join(
+        f"w{k}" + rng.choice([" ", " ", " ", ". ", ".\n", "\n\n"])
+        for k in range(rng.randint(40, 400))
+    )
+    spec = PassageSpec(rng.randint(16, 48), 0)
+    spec = PassageSpec(spec.max_tokens, rng.randint(0, spec.max_tokens // 2))
+    [passages] = splitter().split([body], ["T"], spec)
+    seen = [set(body[p.start : p.end].split()) for p in passages]
+    assert set().union(*seen) == set(body.split())
+    assert all(len(s) <= spec.max_tokens for s in seen)
+    assert all(a.start < b.start and a.end < b.end for a, b in pairwise(passages))
+    assert all(len(a & b) >= spec.overlap for a, b in pairwise(seen))
+
+
+def test_a_body_over_the_window_is_not_tokenized_whole_again():
+    calls = []
+    body = words(100)
+    PassageSplitter(encode, lambda t: calls.append(t) or finish(t), 64).split(
+        [body], [None], PassageSpec(32, 0)
+    )
+    assert body not in calls and len(calls) == 1 + 4  # the title's cost, then each window
