@@ -15,7 +15,7 @@ Offsets are Unicode code-point positions in the body (Python ``str`` indices).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from bridge.model.errors import InputError, TooLarge
@@ -89,17 +89,22 @@ def boundary(text: str, offsets: Offsets, k: int) -> int:
     return 2 if before in (".", "!", "?", ":", ";") or "\n" in space else 1
 
 
-def _best_cut(text: str, offsets: Offsets, low: int, high: int) -> int | None:
-    """The best cut in ``[low, high]``: the strongest boundary, the latest of equals; None
-    when every position is inside a word."""
+def _strongest(text: str, offsets: Offsets, candidates: Iterable[int]) -> int | None:
+    """The first of ``candidates`` (token positions) with the strongest boundary; None when
+    every one is inside a word."""
     best, where = 0, None
-    for k in range(high, low - 1, -1):
+    for k in candidates:
         strength = boundary(text, offsets, k)
         if strength > best:
             best, where = strength, k
             if strength == 3:
                 break
     return where
+
+
+def _best_cut(text: str, offsets: Offsets, low: int, high: int) -> int | None:
+    """The best cut in ``[low, high]``: the strongest boundary, the latest of equals."""
+    return _strongest(text, offsets, range(high, low - 1, -1))
 
 
 def greedy_end(text: str, offsets: Offsets, i: int, window: int, overlap: int) -> int:
@@ -114,16 +119,10 @@ def greedy_end(text: str, offsets: Offsets, i: int, window: int, overlap: int) -
 
 
 def _nearest_cut(text: str, offsets: Offsets, low: int, high: int, target: int) -> int | None:
-    """The strongest boundary in ``[low, high]``, the nearest to ``target`` of equals; None
-    when every position is inside a word."""
-    best, where = 0, None
-    for k in sorted(range(low, high + 1), key=lambda k: (abs(k - target), -k)):
-        strength = boundary(text, offsets, k)
-        if strength > best:
-            best, where = strength, k
-            if strength == 3:
-                break
-    return where
+    """The best cut in ``[low, high]``: the strongest boundary, the nearest to ``target`` of
+    equals (the later of two as near)."""
+    order = sorted(range(low, high + 1), key=lambda k: (abs(k - target), -k))
+    return _strongest(text, offsets, order)
 
 
 def balanced_end(text: str, offsets: Offsets, i: int, window: int, overlap: int) -> int:
