@@ -320,11 +320,13 @@ class Batcher:
     def _next_batch(self, wait: bool = True) -> list[_Item] | None:
         """The next batch to run; None when stopping with nothing left. ``wait=False``
         (this worker still has a batch in flight): an empty list when nothing is queued."""
-        with self._cond:
-            if wait:
+        if wait:
+            with self._cond:
                 self._busy -= 1
-                if not self._pending and not self._busy and self._on_idle is not None:
-                    self._on_idle()
+                idle = not self._pending and not self._busy
+            if idle and self._on_idle is not None:
+                self._on_idle()  # outside the lock: a submit meanwhile need not wait for it
+        with self._cond:
             while True:
                 self._drop_abandoned()
                 if self._pending or self._stopping or not wait:

@@ -281,3 +281,25 @@ def test_the_next_batch_starts_before_the_running_one_is_waited_for():
     finally:
         done.set()
         batcher.close()
+
+
+def test_going_idle_calls_on_idle_without_holding_up_a_submit():
+    """The idle hook (a CPU server trims its heap) runs outside the queue's lock: a request
+    arriving meanwhile is queued at once and served after it."""
+    in_hook, release = threading.Event(), threading.Event()
+
+    def on_idle():
+        in_hook.set()
+        release.wait(5)
+
+    batcher = Batcher(echo_forward(), max_batch_tokens=8, on_idle=on_idle)
+    try:
+        assert in_hook.wait(5)  # a new batcher has nothing to do: idle at once
+        started = time.monotonic()
+        future = batcher.submit([[5, 5]])
+        assert time.monotonic() - started < 1.0
+        release.set()
+        assert future.result(5).tolist() == [[5, 2]]
+    finally:
+        release.set()
+        batcher.close()
