@@ -56,3 +56,43 @@ def test_retries_are_announced_when_they_start(caplog):
         assert len(said) == 1 and "(HTTP 503)" in said[0] and "retrying http://127.0.0.1" in said[0]
     finally:
         server.shutdown()
+
+
+class BulkRecorder(BaseHTTPRequestHandler):
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.bodies.append(self.rfile.read(int(self.headers["content-length"])))
+        body = b'{"errors": false, "items": []}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_bulk_writes_float32_vectors_with_their_own_shortest_digits():
+    """Vectors go out as float32 arrays: each value in float32's shortest digits (about
+    half the bytes of the same values as Python floats), parsing back to the same float32."""
+    import json
+
+    import numpy as np
+
+    vector = np.random.default_rng(0).standard_normal(384).astype(np.float32)
+    vector /= np.linalg.norm(vector)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BulkRecorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = EngineClient(f"http://127.0.0.1:{server.server_port}")
+        doc = {"v": vector, "passages": [{"start": 0, "end": 3, "embedding": vector}]}
+        client.bulk([{"index": {"_id": "a"}}, doc])
+    finally:
+        server.shutdown()
+    sent = json.loads(BulkRecorder.bodies[-1].splitlines()[1])
+    assert np.array_equal(np.asarray(sent["v"], dtype=np.float32), vector)
+    assert sent["passages"][0]["embedding"] == sent["v"]
+    as_doubles = len(json.dumps(vector.tolist()))
+    assert len(json.dumps(sent["v"])) < 0.7 * as_doubles
