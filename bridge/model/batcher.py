@@ -327,6 +327,8 @@ class Batcher:
             if idle and self._on_idle is not None:
                 self._on_idle()  # outside the lock: a submit meanwhile need not wait for it
         with self._cond:
+            if not wait and self._busy < len(self._forwards):
+                return []  # another worker is idle: the queued work is its to start now
             while True:
                 self._drop_abandoned()
                 if self._pending or self._stopping or not wait:

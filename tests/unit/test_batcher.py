@@ -303,3 +303,36 @@ def test_going_idle_calls_on_idle_without_holding_up_a_submit():
     finally:
         release.set()
         batcher.close()
+
+
+def test_an_idle_worker_takes_new_work_before_a_busy_one_queues_it_behind_its_own():
+    """Two GPUs: while one has a batch in flight, a new request goes to the idle one
+    (started at once), not behind the busy one's batch."""
+    done = threading.Event()
+    started_by: list[tuple[str, int]] = []
+
+    def launcher(name: str):
+        def launch(batch):
+            started_by.append((name, batch[0][0]))
+            return Started(echo_forward()(batch), done, [])
+
+        return launch
+
+    batcher = Batcher([launcher("a"), launcher("b")], max_batch_tokens=4, packed=True)
+    try:
+        first = batcher.submit([[1, 1, 1, 1]])
+        deadline = time.monotonic() + 5
+        while not started_by and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.05)  # the busy worker loops back to look for more work
+        second = batcher.submit([[2, 2]])
+        while len(started_by) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(started_by) == 2, started_by
+        (busy, _), (other, _) = started_by
+        assert busy != other, started_by
+        done.set()
+        assert first.result(5).tolist() == [[1, 4]] and second.result(5).tolist() == [[2, 2]]
+    finally:
+        done.set()
+        batcher.close()
