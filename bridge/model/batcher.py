@@ -347,8 +347,9 @@ class Batcher:
             return batch
 
     def _run(self, worker: int) -> None:
-        """Cut a batch and start it; while it runs, cut and start the next one, then
-        deliver the first (one batch in flight at most beside the one being started)."""
+        """Cut a batch and start it; while it runs on its device, cut and start the next
+        one, then deliver the first (one batch in flight at most beside the one being
+        started). A forward that returned its vectors is delivered at once."""
         with self._cond:
             self._busy += 1
         forward = self._forwards[worker]
@@ -364,6 +365,9 @@ class Batcher:
                 self._guarded(in_flight.items, lambda s=in_flight: self._finish(s))
                 if started is not None:
                     started.began = max(started.began, time.perf_counter())
+            if started is not None and isinstance(started.out, np.ndarray):
+                self._guarded(started.items, lambda s=started: self._finish(s))  # done: now
+                started = None
             in_flight = started
 
     def _guarded(self, batch: list[_Item], step: Callable[[], T]) -> T | None:

@@ -95,7 +95,7 @@ def test_health_and_ready_turn_503_when_a_worker_dies(tiny_qwen3_dir):
     with live_server(service) as server:
         assert httpx.get(server.url + "/health").status_code == 200
 
-        def die() -> None:
+        def die(*_args, **_kw) -> None:
             raise SystemExit("simulated worker death")
 
         service.batcher._next_batch = die  # type: ignore[method-assign]

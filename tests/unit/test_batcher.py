@@ -336,3 +336,25 @@ def test_an_idle_worker_takes_new_work_before_a_busy_one_queues_it_behind_its_ow
     finally:
         done.set()
         batcher.close()
+
+
+def test_vectors_a_forward_returned_are_delivered_before_the_next_batch_runs():
+    """A forward that computes to the end (CPU) delivers each batch at once: a caller never
+    waits for the batch after its own."""
+    delivered = threading.Event()
+    second_ran_first: list[bool] = []
+
+    def forward(batch):
+        if batch[0][0] == 2:
+            second_ran_first.append(not delivered.is_set())
+        return echo_forward()(batch)
+
+    batcher = Batcher(forward, max_batch_tokens=4, packed=True)
+    try:
+        first = batcher.submit([[1, 1, 1, 1]])
+        second = batcher.submit([[2, 2]])
+        first.add_done_callback(lambda _f: delivered.set())
+        assert second.result(5).tolist() == [[2, 2]] and first.result(5).tolist() == [[1, 4]]
+        assert second_ran_first == [False]
+    finally:
+        batcher.close()
