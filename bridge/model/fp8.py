@@ -2,7 +2,8 @@
 
 Weights are quantized once, one scale per output channel; activations are quantized on
 the fly, one scale per token (row), and the GEMM is ``torch._scaled_mm`` with those row
-and column scales, writing bf16. Everything that is not a linear layer stays bf16.
+and column scales, writing bf16 (for up to ``SMALL_ROWS`` rows, our Triton kernel
+``small_gemm``). Everything that is not a linear layer stays bf16.
 
 ``quantize_modules`` swaps every suitable ``nn.Linear`` of any model for ``Fp8Linear``;
 ``quantize_packed`` does the same for the fused weights of the padding-free Qwen3 forward
@@ -115,6 +116,110 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _QUANTIZE_ROWS_CUDA(x)
 
 
+# Few rows (a short query): cuBLASLt's row-scaled FP8 kernels read the weights slowly
+# there (bench/gpu_small_gemm.py: on an H200, 1x16 tokens' GPU time 3.6 -> 2.7 ms with
+# this kernel). Up to SMALL_ROWS rows, a Triton kernel that streams the weights once, a
+# block of output columns per program, takes over.
+SMALL_ROWS = 64
+SMALL_BLOCK_N = 32
+SMALL_BLOCK_K = 256
+
+
+def _triton_small_gemm():
+    """The Triton kernel of ``small_gemm`` (built on first use on CUDA)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def kernel(
+        x_ptr,
+        xs_ptr,
+        w_ptr,
+        ws_ptr,
+        out_ptr,
+        rows,
+        cols,
+        depth,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
+        m = tl.arange(0, BLOCK_M)
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        k = tl.arange(0, BLOCK_K)
+        x_ptrs = x_ptr + m[:, None] * depth + k[None, :]  # (BLOCK_M, BLOCK_K)
+        w_ptrs = w_ptr + n[None, :] * depth + k[:, None]  # (BLOCK_K, BLOCK_N): W transposed
+        m_in, n_in = m[:, None] < rows, n[None, :] < cols
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for _ in range(0, depth, BLOCK_K):
+            x = tl.load(x_ptrs, mask=m_in, other=0.0)
+            w = tl.load(w_ptrs, mask=n_in, other=0.0)
+            acc = tl.dot(x, w, acc)
+            x_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K
+        x_scale = tl.load(xs_ptr + m, mask=m < rows, other=0.0)
+        w_scale = tl.load(ws_ptr + n, mask=n < cols, other=0.0)
+        out = acc * x_scale[:, None] * w_scale[None, :]
+        out_ptrs = out_ptr + m[:, None] * cols + n[None, :]
+        tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=m_in & n_in)
+
+    def run(
+        xq: torch.Tensor,
+        x_scale: torch.Tensor,
+        weight: Fp8Weight,
+        block_n: int = SMALL_BLOCK_N,
+        block_k: int = SMALL_BLOCK_K,
+        warps: int = 4,
+        stages: int = 4,
+    ) -> torch.Tensor:
+        rows, depth = xq.shape
+        cols = weight.weight.shape[0]
+        out = torch.empty((rows, cols), dtype=weight.out_dtype, device=xq.device)
+        block_m = max(16, triton.next_power_of_2(rows))
+        kernel[(triton.cdiv(cols, block_n),)](
+            xq,
+            x_scale,
+            weight.weight,
+            weight.scale,
+            out,
+            rows,
+            cols,
+            depth,
+            BLOCK_M=block_m,
+            BLOCK_N=block_n,
+            BLOCK_K=block_k,
+            num_warps=warps,
+            num_stages=stages,
+        )
+        return out
+
+    return run
+
+
+_SMALL_GEMM_CUDA = None
+
+
+def small_gemm(
+    xq: torch.Tensor, x_scale: torch.Tensor, weight: Fp8Weight, **config
+) -> torch.Tensor:
+    """``xq @ weight.T`` scaled per row and per channel, for at most ``SMALL_ROWS``
+    contiguous rows whose depth is a multiple of ``SMALL_BLOCK_K`` (``small_fits``)."""
+    global _SMALL_GEMM_CUDA
+    if _SMALL_GEMM_CUDA is None:
+        _SMALL_GEMM_CUDA = _triton_small_gemm()
+    return _SMALL_GEMM_CUDA(xq, x_scale, weight, **config)
+
+
+def small_fits(xq: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``small_gemm`` takes this product (few rows, whole K blocks, contiguous)."""
+    return (
+        xq.shape[0] <= SMALL_ROWS
+        and xq.shape[1] % SMALL_BLOCK_K == 0
+        and xq.is_contiguous()
+        and weight.is_contiguous()
+    )
+
+
 @dataclass
 class Fp8Rows:
     """Activations already quantized per token (by a fused kernel): fp8 rows and their
@@ -144,7 +249,9 @@ class Fp8Weight:
         else:
             shape = x.shape
             xq, x_scale = quantize_rows(x.reshape(-1, shape[-1]))
-        if xq.is_cuda:
+        if xq.is_cuda and small_fits(xq, self.weight):
+            out = small_gemm(xq, x_scale, self)
+        elif xq.is_cuda:
             out = torch._scaled_mm(
                 xq,
                 self.weight.t(),  # column-major (in, out), as the kernel wants

@@ -41,6 +41,9 @@ TOKEN_IDS_REFUSED = (
     "start bridge serve with --allow-token-ids"
 )
 SPLIT_CHARS = 1024  # a request is tokenized in parts of at least this many characters
+# A request of at most this many characters is tokenized on the event loop itself (tens
+# of microseconds): the hop to a tokenizer thread and back would cost more than that.
+INLINE_CHARS = 512
 
 
 def default_batch_tokens(device: torch.device) -> int:
@@ -175,11 +178,14 @@ class EmbeddingService:
         instruction: str | None,
         truncate: bool,
     ) -> list[list[int]]:
-        """Tokenize on the tokenizer threads; a request with several long texts is split
-        over them (the tokenizer releases the GIL), so it waits less before its batch."""
+        """Tokenize on the tokenizer threads (a short request on the event loop); a request
+        with several long texts is split over them (the tokenizer releases the GIL), so it
+        waits less before its batch."""
         loop = asyncio.get_running_loop()
         pool = self._tokenizer_pool
         chars = sum(len(x) for x in inputs) if inputs and isinstance(inputs[0], str) else 0
+        if 0 < chars <= INLINE_CHARS:
+            return self.prepare(inputs, input_type, instruction, truncate)
         parts = min(len(inputs), self.options.tokenizer_threads, chars // SPLIT_CHARS)
         if parts < 2:
             return await loop.run_in_executor(

@@ -51,9 +51,11 @@ print(json.dumps([hit.page_content for hit in hits]))
 
 @pytest.fixture(scope="module")
 def langchain_python() -> Path:
-    """A venv with langchain-elasticsearch over the shared venv's packages (built once)."""
-    key = hashlib.sha256(json.dumps([REQUIREMENTS, sys.version]).encode()).hexdigest()[:12]
-    venv = bridge_home() / "venvs" / f"langchain-es-{key}"
+    """A venv with langchain-elasticsearch over the shared venv's packages (built once, per
+    shared venv: the path it points to is part of its name)."""
+    shared = sysconfig.get_paths()["purelib"]
+    key = hashlib.sha256(json.dumps([REQUIREMENTS, sys.version, shared]).encode()).hexdigest()
+    venv = bridge_home() / "venvs" / f"langchain-es-{key[:12]}"
     python = venv / "bin" / "python"
     if not (venv / ".complete").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
@@ -61,7 +63,7 @@ def langchain_python() -> Path:
             [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
             check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
-        Path(site, "shared-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+        Path(site, "shared-deps.pth").write_text(shared + "\n")
         subprocess.run(
             [python, "-m", "pip", "install", "-q", *REQUIREMENTS], check=True, timeout=600
         )

@@ -170,3 +170,32 @@ def test_linear_refuses_quantized_rows_for_a_plain_weight():
         fp8.linear(rows, torch.randn(8, 16))
     weight = fp8.Fp8Weight.of(torch.randn(8, 16))
     assert torch.equal(fp8.linear(rows, weight), weight(rows))
+
+
+@pytest.mark.skipif(triton is None, reason="Triton is not installed with this torch")
+def test_small_row_gemm_equals_the_scaled_float_product():
+    """The few-rows FP8 kernel (Triton, CPU interpreter) computes the same scaled product
+    as the float reference, for row counts below, at and above its 16-row tile, column
+    counts that leave a partial block, and channels of very different scales."""
+    script = """
+import torch
+from bridge.model import fp8
+torch.manual_seed(0)
+for rows, cols, depth in [(1, 40, 512), (16, 96, 256), (33, 48, 768)]:
+    w = torch.randn(cols, depth) * torch.logspace(-2, 1, cols)[:, None]
+    weight = fp8.Fp8Weight.of(w.to(torch.bfloat16))
+    x = torch.randn(rows, depth, dtype=torch.bfloat16)
+    x[0] *= 100
+    xq, xs = fp8.quantize_rows(x)
+    assert fp8.small_fits(xq, weight.weight)
+    got = fp8.small_gemm(xq, xs, weight).float()
+    want = ((xq.float() @ weight.weight.float().t()) * xs * weight.scale).bfloat16().float()
+    assert got.shape == (rows, cols)
+    assert torch.allclose(got, want, rtol=2**-7, atol=1e-6 * want.abs().max()), (rows, cols)
+assert not fp8.small_fits(torch.zeros(fp8.SMALL_ROWS + 1, 256), torch.zeros(8, 256))
+assert not fp8.small_fits(torch.zeros(4, 200), torch.zeros(8, 200))
+print("ok")
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stdout + done.stderr
