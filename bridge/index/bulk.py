@@ -2,7 +2,8 @@
 
 ``BulkWriter.write`` sends a batch to one index (or alias) and answers, for every item,
 whether the engine wrote it and if not why. Items the engine answers with 429 or 5xx,
-drops in its ingest pipeline (``noop``) or leaves out of its answer are sent again with
+answers 2xx without a ``created``/``updated`` result (dropped in its ingest pipeline, or
+lost there) or leaves out of its answer are sent again with
 backoff while the time budget lasts; what still fails is a ``Failure`` with its reason,
 which ``write_dead_letter`` can keep for a later ``bridge ingest --retry-dead-letter``.
 """
@@ -18,6 +19,8 @@ from pathlib import Path
 from bridge.clients.engine import EngineClient
 from bridge.clients.errors import ClientError
 from bridge.clients.retry import DEFAULT_RETRY_SECONDS, backoff_seconds
+
+WRITTEN = ("created", "updated")  # the results of an item the engine did write
 
 
 @dataclass
@@ -113,15 +116,19 @@ class BulkWriter:
             if item is None:
                 continue
             status = outcome.get("status", 500)
-            # "noop": the ingest pipeline dropped the document; it was not written
-            dropped = outcome.get("result") == "noop"
+            # Written means 2xx with result created/updated. "noop": the ingest pipeline
+            # dropped the document; OpenSearch 3.6 also answers a bare 200 (no result) for
+            # one whose ml_inference call lost its connection. Neither was written.
+            dropped = status < 300 and outcome.get("result") not in WRITTEN
             if status < 300 and not dropped:
                 result.written += 1
             elif (status == 429 or status >= 500 or dropped) and not final:
                 retry[item.id] = item
+            elif dropped:
+                why = f"{status} without a write (result {outcome.get('result')!r})"
+                result.failed.append(_failure(item, f"dropped by the ingest pipeline: {why}"))
             else:
-                reason = "dropped by the ingest pipeline" if dropped else None
-                reason = reason or item_reason(outcome.get("error")) or str(status)
+                reason = item_reason(outcome.get("error")) or str(status)
                 result.failed.append(_failure(item, f"engine refused: {reason}"))
         for item in unanswered.values():  # not in the answer: not written
             if final:

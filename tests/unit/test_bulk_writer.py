@@ -99,3 +99,20 @@ def test_dead_letter_keeps_the_document_without_vector_and_stamps(tmp_path):
     write_dead_letter(path, [Failure(7, "x", "engine refused: no", doc)], "embedding")
     [entry] = [json.loads(line) for line in path.read_text().splitlines()]
     assert entry == {"line": 7, "reason": "engine refused: no", "doc": {"text": "t", "_id": "x"}}
+
+
+def test_a_2xx_without_a_write_is_sent_again():
+    """OpenSearch 3.6 answers a bare 200 (no result) for a document whose ml_inference call
+    lost its connection, and "noop" for one a pipeline dropped: neither was written."""
+    engine = ScriptedEngine(
+        [
+            {"a": (200, None, None), "b": (200, "noop", None), "c": (201, "created", None)},
+            {"a": (201, "created", None), "b": (201, "created", None)},
+        ]
+    )
+    result = BulkWriter(engine, "idx", retry_for=30).write(items("a", "b", "c"))  # type: ignore[arg-type]
+    assert result.written == 3 and result.failed == []
+    assert engine.calls[1][0] == ["a", "b"]
+    final = ScriptedEngine([{"a": (200, None, None)}])
+    [failure] = BulkWriter(final, "idx", retry_for=0).write(items("a")).failed  # type: ignore[arg-type]
+    assert "without a write" in failure.reason
