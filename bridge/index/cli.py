@@ -29,7 +29,7 @@ from bridge.index.reindex import SAME, Plan, Reindexer, ReindexError, plan_reind
 from bridge.index.search import Hit, HybridSearch, SearchOptions
 from bridge.index.setup import setup_index
 from bridge.model.errors import InputError
-from bridge.model.passages import DEFAULT_PASSAGE_OVERLAP, DEFAULT_PASSAGE_TOKENS, PassageSpec
+from bridge.model.passages import DEFAULT_PASSAGE_TOKENS, PassageSpec
 from bridge.nodes import cluster
 
 FALLBACK_ENGINE_URL = "http://127.0.0.1:9200"
@@ -231,9 +231,8 @@ def hit_json(hit: Hit) -> dict:
 @click.option(
     "--passage-overlap",
     type=click.IntRange(min=0),
-    default=DEFAULT_PASSAGE_OVERLAP,
-    show_default=True,
-    help="Tokens shared by consecutive passages.",
+    default=None,
+    help="Tokens shared by consecutive passages [default: half of --passage-tokens].",
 )
 @click.option(
     "--vector-field", default=None,
@@ -285,7 +284,7 @@ def setup(
     long documents are found by their best passage; BM25 searches title and body."""
     passages = None
     if passage_tokens:
-        passages = PassageSpec(passage_tokens, passage_overlap)
+        passages = PassageSpec.of(passage_tokens, passage_overlap)
         try:
             passages.check()
         except InputError as exc:
@@ -591,8 +590,8 @@ def evaluate_command(
     "--passage-overlap",
     type=click.IntRange(min=0),
     default=None,
-    help=f"Tokens shared by consecutive passages, with --passage-tokens "
-    f"[default: {DEFAULT_PASSAGE_OVERLAP}].",
+    help="Tokens shared by consecutive passages, with --passage-tokens "
+    "[default: half of --passage-tokens].",
 )
 @click.option(
     "--from-vectors",
@@ -719,7 +718,7 @@ def _passage_layout(tokens: int | None, overlap: int | None) -> dict | None | Li
         return SAME
     if tokens == 0:
         return None
-    spec = PassageSpec(tokens, DEFAULT_PASSAGE_OVERLAP if overlap is None else overlap)
+    spec = PassageSpec.of(tokens, overlap)
     try:
         spec.check()
     except InputError as exc:

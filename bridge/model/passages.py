@@ -22,7 +22,7 @@ from bridge.model.errors import InputError, TooLarge
 
 # Defaults of `bridge setup` and of the API (see docs/search.md for the measurement).
 DEFAULT_PASSAGE_TOKENS = 256
-DEFAULT_PASSAGE_OVERLAP = 128
+DEFAULT_PASSAGE_OVERLAP = DEFAULT_PASSAGE_TOKENS // 2  # half the window, when none is given
 MIN_WINDOW = 16  # fewer body tokens beside the title than this: refused, not cut
 
 
@@ -39,6 +39,12 @@ class PassageSpec:
 
     max_tokens: int
     overlap: int
+
+    @classmethod
+    def of(cls, max_tokens: int, overlap: int | None = None) -> PassageSpec:
+        """A window and its overlap; no overlap given: half the window (the measured
+        default, docs/search.md)."""
+        return cls(max_tokens, max_tokens // 2 if overlap is None else overlap)
 
     def check(self) -> None:
         if self.max_tokens < MIN_WINDOW:

@@ -307,7 +307,7 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         titles = _titles(body, len(inputs))
         encode = _base64 if body.encoding_format == "base64" else _floats
         if body.passages is not None:
-            spec = PassageSpec(body.passages.max_tokens, body.passages.overlap)
+            spec = PassageSpec.of(body.passages.max_tokens, body.passages.overlap)
             split = await guarded(
                 request,
                 lambda deadline: service.embed_passages(

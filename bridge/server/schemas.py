@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from bridge.model.passages import DEFAULT_PASSAGE_OVERLAP, DEFAULT_PASSAGE_TOKENS
+from bridge.model.passages import DEFAULT_PASSAGE_TOKENS
 
 TokenIds = list[StrictInt]
 EmbeddingInput = StrictStr | list[StrictStr] | TokenIds | list[TokenIds]
@@ -20,8 +20,9 @@ class PassageOptions(BaseModel):
     max_tokens: StrictInt = Field(
         default=DEFAULT_PASSAGE_TOKENS, description="Body tokens per passage (at most)."
     )
-    overlap: StrictInt = Field(
-        default=DEFAULT_PASSAGE_OVERLAP, description="Tokens shared by consecutive passages."
+    overlap: StrictInt | None = Field(
+        default=None,
+        description="Tokens shared by consecutive passages (default: half of max_tokens).",
     )
 
 

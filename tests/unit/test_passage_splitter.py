@@ -137,3 +137,10 @@ def test_a_body_over_the_window_is_not_tokenized_whole_again():
         [body], [None], PassageSpec(32, 0)
     )
     assert body not in calls and len(calls) == 1 + 4  # the title's cost, then each window
+
+
+def test_the_overlap_defaults_to_half_the_window():
+    assert PassageSpec.of(256) == PassageSpec(256, 128)
+    assert PassageSpec.of(64) == PassageSpec(64, 32)  # valid for any window, not only 256
+    assert PassageSpec.of(64, 0) == PassageSpec(64, 0)
+    PassageSpec.of(17).check()
