@@ -13,7 +13,9 @@ the passages by: a real document's paragraphs are rarely its relevant units). In
 - ``SPLITTER_T_O``: the bridge's passages of at most T tokens sharing O, windows ended by
   SPLITTER (``WINDOW_ENDS``), embedded by the service, a document scored by its best passage;
 - ``short``: the original passages as documents, the same methods (no loss expected
-  against ``single``: most fit in one window).
+  against ``single``: most fit in one window);
+- ``--combine A+B``: a document scored by its best passage over the windows of runs A and
+  B together (two window sizes at once).
 
 Each run's difference from the first (the baseline), per query: ``paired`` in the JSON,
 the mean and its standard error.
@@ -219,6 +221,12 @@ def main() -> None:
         default=0.1,
         help="With --queries: the share of sources without a relevant passage kept.",
     )
+    parser.add_argument(
+        "--combine",
+        default="",
+        help="RUN+RUN,... (names as SPLITTER_TOKENS_OVERLAP): a document scored by its best "
+        "passage over both runs' windows (several window sizes at once).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -296,6 +304,7 @@ def main() -> None:
         }
 
     runs = args.runs.split(",")
+    kept: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # for --combine
     for run in runs:
         mode, tokens, overlap = run.split(":")
         service.splitter = PassageSplitter(
@@ -310,7 +319,9 @@ def main() -> None:
             vectors, owners, stats = embed_passages(service, docs, spec)
             stats["per_query"] = per_query(best_passage_scores(q, vectors, owners, len(docs)))
             out[f"long_{variant}"][name] = stats
+            kept[(name, variant)] = (vectors, owners)
         vectors, owners, stats = embed_passages(service, short_docs, spec)
+        kept[(name, "short")] = (vectors, owners)
         stats["per_query"] = per_query_ndcg10(
             best_passage_scores(q, vectors, owners, len(corpus)), short_ids, qids, short_qrels
         )
@@ -319,9 +330,29 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2))  # after each run: a cut-off run keeps some
         print(name, summary(out, name), flush=True)
+    for pair in filter(None, args.combine.split(",")):
+        combine(out, pair, kept, variants, q, (short_ids, qids, short_qrels, len(corpus)))
+    out["paired"] = paired(out, "_".join(runs[0].split(":")))
+    args.out.write_text(json.dumps(out, indent=2))
     print(json.dumps(summary(out), indent=1))
     print(f"against {runs[0]} (mean difference, standard error):")
     print(json.dumps(out["paired"], indent=1))
+
+
+def combine(out: dict, pair: str, kept: dict, variants: dict, q: np.ndarray, short: tuple):
+    """``--combine A+B``: each document scored by its best passage of run A or run B."""
+    a, b = pair.split("+")
+    short_ids, qids, short_qrels, n_short = short
+    sets = [("short", n_short, None), *((v, len(d), pq) for v, (d, pq) in variants.items())]
+    for variant, n_docs, per_query in sets:
+        (va, oa), (vb, ob) = kept[(a, variant)], kept[(b, variant)]
+        scores = best_passage_scores(q, np.concatenate([va, vb]), np.concatenate([oa, ob]), n_docs)
+        if per_query is None:
+            result = per_query_ndcg10(scores, short_ids, qids, short_qrels)
+        else:
+            result = per_query(scores)
+        key = "short" if variant == "short" else f"long_{variant}"
+        out[key][pair] = {"passages": len(va) + len(vb), "per_query": result}
 
 
 def summary(out: dict, only: str | None = None) -> dict:
