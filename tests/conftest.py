@@ -234,13 +234,17 @@ def wait_count(engine: EngineClient, index: str, at_least: int, timeout: float =
     raise AssertionError(f"{index} never reached {at_least} documents")
 
 
-def assert_exactly_once(engine: EngineClient, index: str, docs: list[dict]) -> None:
+def indexed_ids(engine: EngineClient, index: str) -> list[str]:
+    """The ids of the documents ``index`` holds, after a refresh (up to 10,000)."""
     engine.request("POST", f"/{index}/_refresh")
-    hits = engine.request(
-        "POST", f"/{index}/_search", {"size": 10000, "_source": False, "query": {"match_all": {}}}
-    )["hits"]["hits"]
-    missing = sorted({d["_id"] for d in docs} - {h["_id"] for h in hits})
+    body = {"size": 10000, "_source": False, "query": {"match_all": {}}}
+    return [h["_id"] for h in engine.request("POST", f"/{index}/_search", body)["hits"]["hits"]]
+
+
+def assert_exactly_once(engine: EngineClient, index: str, docs: list[dict]) -> None:
+    ids = indexed_ids(engine, index)
+    missing = sorted({d["_id"] for d in docs} - set(ids))
     indices = engine.request("GET", "/_cat/indices?format=json&h=index,docs.count")
     assert not missing, f"{len(missing)} missing, e.g. {missing[:5]}; indices: {indices}"
     assert engine.request("GET", f"/{index}/_count")["count"] == len(docs)
-    assert sorted(h["_id"] for h in hits) == sorted(d["_id"] for d in docs)
+    assert sorted(ids) == sorted(d["_id"] for d in docs)

@@ -16,14 +16,10 @@ from bridge.clients.errors import ClientError
 from bridge.index.dialects import dialect_for
 from bridge.index.dialects.base import IngestMode
 from bridge.index.meta import IndexMeta, SetupError, physical_name, read_meta, write_meta
-from bridge.model.passages import (
-    DEFAULT_PASSAGE_OVERLAP,
-    DEFAULT_PASSAGE_TOKENS,
-    PassageSpec,
-)
+from bridge.model.passages import DEFAULT_PASSAGE_TOKENS, PassageSpec
 
 Mode = Literal["auto", "bridge", "native"]
-DEFAULT_PASSAGES = PassageSpec(DEFAULT_PASSAGE_TOKENS, DEFAULT_PASSAGE_OVERLAP)
+DEFAULT_PASSAGES = PassageSpec.of(DEFAULT_PASSAGE_TOKENS)
 
 # Documents per embedding request of a native pipeline (setup's and reindex's wiring).
 PIPELINE_BATCH_SIZE = 32

@@ -22,7 +22,6 @@ from bridge.model.errors import InputError, TooLarge
 
 # Defaults of `bridge setup` and of the API (see docs/search.md for the measurement).
 DEFAULT_PASSAGE_TOKENS = 256
-DEFAULT_PASSAGE_OVERLAP = DEFAULT_PASSAGE_TOKENS // 2  # half the window, when none is given
 MIN_WINDOW = 16  # fewer body tokens beside the title than this: refused, not cut
 
 

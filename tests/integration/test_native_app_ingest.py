@@ -23,11 +23,19 @@ from opensearchpy.helpers import streaming_bulk as os_streaming_bulk
 
 from bridge.clients.embedding import EmbeddingClient
 from bridge.clients.engine import EngineClient
+from bridge.index.bulk import WRITTEN
 from bridge.index.meta import IndexMeta
 from bridge.index.setup import setup_index
 from bridge.nodes.distribution import ELASTICSEARCH_8_VERSION, ELASTICSEARCH_VERSION
 
-from conftest import ServiceProcess, assert_exactly_once, corpus, local_engine, wait_count
+from conftest import (
+    ServiceProcess,
+    assert_exactly_once,
+    corpus,
+    indexed_ids,
+    local_engine,
+    wait_count,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -62,7 +70,7 @@ def _bulk(
         answered.add(info["_id"])
         # OpenSearch 3.6 answers 200 without a created/updated result for a document its
         # batched ml_inference lost to a dropped connection (seen as a "drop"): not indexed.
-        if ok and info.get("result") in ("created", "updated"):
+        if ok and info.get("result") in WRITTEN:
             confirmed.add(info["_id"])
         if told is not None:
             error = None if ok else str(info.get("error"))[:200]
@@ -101,7 +109,7 @@ def _ingest_while_restarting(
     # Reported failed twice is not silent loss: say so before counting what is there.
     assert again == [], {i: told[i] for i in again[:5]}
     # Told indexed (a 2xx) and not there: silent loss. Say what the app was told.
-    present = _present(engine, meta.index)
+    present = set(indexed_ids(engine, meta.index))
     lost = [d["_id"] for d in docs if d["_id"] not in present]
     assert not lost, f"{len(lost)} lost: {[(i, told.get(i)) for i in lost[:5]]}"
     assert_exactly_once(engine, meta.index, docs)
@@ -178,12 +186,6 @@ def test_app_bulk_through_the_plugin_while_the_service_restarts(es_url):
         got, want = np.asarray(stored[doc_id]), np.asarray(item["embedding"])
         cosine = float(got @ want / np.linalg.norm(got) / np.linalg.norm(want))
         assert cosine >= 0.9999, (doc_id, cosine)
-
-
-def _present(engine: EngineClient, index: str) -> set[str]:
-    engine.request("POST", f"/{index}/_refresh")
-    body = {"size": 10000, "_source": False, "query": {"match_all": {}}}
-    return {h["_id"] for h in engine.request("POST", f"/{index}/_search", body)["hits"]["hits"]}
 
 
 def _stored_vectors(engine: EngineClient, meta: IndexMeta, ids: list[str]) -> dict[str, list]:
