@@ -15,6 +15,7 @@ GEMMs come quantized from the residual add + RMSNorm kernel (``Fp8Rows``).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -119,14 +120,27 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # Few rows (a short query): cuBLASLt's row-scaled FP8 kernels read the weights slowly
 # there (bench/gpu_small_gemm.py: on an H200, 1x16 tokens' GPU time 3.6 -> 2.7 ms with
 # this kernel). Up to SMALL_ROWS rows, a Triton kernel that streams the weights once, a
-# block of output columns per program, takes over.
+# block of output columns per program, takes over. Where the column blocks alone are too
+# few programs to keep every SM reading (o and down of Qwen3-4B: 80 blocks on 132 SMs),
+# the depth is split too (split-K): each program sums its share of K into a float32
+# partial, and a second small kernel adds the partials up.
 SMALL_ROWS = 64
 SMALL_BLOCK_N = 32
 SMALL_BLOCK_K = 256
+SPLIT_PROGRAMS_PER_SM = 2  # split K until about this many programs per SM
+SPLIT_MIN_BLOCKS = 2  # ... while each program keeps at least this many K blocks
+
+
+def split_for(cols: int, depth: int, sms: int, block_n: int = SMALL_BLOCK_N) -> int:
+    """How many parts to split the depth into: enough programs for ``sms`` SMs, each
+    with at least ``SPLIT_MIN_BLOCKS`` blocks of ``SMALL_BLOCK_K``."""
+    col_blocks = -(-cols // block_n)
+    wanted = -(-SPLIT_PROGRAMS_PER_SM * sms // col_blocks)
+    return max(1, min(wanted, depth // (SPLIT_MIN_BLOCKS * SMALL_BLOCK_K)))
 
 
 def _triton_small_gemm():
-    """The Triton kernel of ``small_gemm`` (built on first use on CUDA)."""
+    """The Triton kernels of ``small_gemm`` (built on first use on CUDA)."""
     import triton
     import triton.language as tl
 
@@ -140,18 +154,21 @@ def _triton_small_gemm():
         rows,
         cols,
         depth,
+        k_per_split,
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
     ):
         m = tl.arange(0, BLOCK_M)
         n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        k = tl.arange(0, BLOCK_K)
+        split = tl.program_id(1)
+        k_start = split * k_per_split
+        k = k_start + tl.arange(0, BLOCK_K)
         x_ptrs = x_ptr + m[:, None] * depth + k[None, :]  # (BLOCK_M, BLOCK_K)
         w_ptrs = w_ptr + n[None, :] * depth + k[:, None]  # (BLOCK_K, BLOCK_N): W transposed
         m_in, n_in = m[:, None] < rows, n[None, :] < cols
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for _ in range(0, depth, BLOCK_K):
+        for _ in range(k_start, tl.minimum(k_start + k_per_split, depth), BLOCK_K):
             x = tl.load(x_ptrs, mask=m_in, other=0.0)
             w = tl.load(w_ptrs, mask=n_in, other=0.0)
             acc = tl.dot(x, w, acc)
@@ -159,9 +176,18 @@ def _triton_small_gemm():
             w_ptrs += BLOCK_K
         x_scale = tl.load(xs_ptr + m, mask=m < rows, other=0.0)
         w_scale = tl.load(ws_ptr + n, mask=n < cols, other=0.0)
-        out = acc * x_scale[:, None] * w_scale[None, :]
-        out_ptrs = out_ptr + m[:, None] * cols + n[None, :]
+        out = acc * x_scale[:, None] * w_scale[None, :]  # linear: partials scale alike
+        out_ptrs = out_ptr + split * rows * cols + m[:, None] * cols + n[None, :]
         tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=m_in & n_in)
+
+    @triton.jit
+    def add_partials(part_ptr, out_ptr, size, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < size
+        total = tl.zeros((BLOCK,), dtype=tl.float32)
+        for s in tl.static_range(SPLIT):
+            total += tl.load(part_ptr + s * size + offs, mask=mask, other=0.0)
+        tl.store(out_ptr + offs, total.to(out_ptr.dtype.element_ty), mask=mask)
 
     def run(
         xq: torch.Tensor,
@@ -171,29 +197,49 @@ def _triton_small_gemm():
         block_k: int = SMALL_BLOCK_K,
         warps: int = 4,
         stages: int = 4,
+        split: int | None = None,
     ) -> torch.Tensor:
         rows, depth = xq.shape
         cols = weight.weight.shape[0]
+        if split is None:
+            split = split_for(cols, depth, _sm_count(xq.device), block_n)
+        k_blocks = -(-depth // block_k)
+        k_per_split = -(-k_blocks // split) * block_k
+        split = -(-depth // k_per_split)  # no empty part
         out = torch.empty((rows, cols), dtype=weight.out_dtype, device=xq.device)
+        target = out
+        if split > 1:
+            target = torch.empty((split, rows, cols), dtype=torch.float32, device=xq.device)
         block_m = max(16, triton.next_power_of_2(rows))
-        kernel[(triton.cdiv(cols, block_n),)](
+        kernel[(triton.cdiv(cols, block_n), split)](
             xq,
             x_scale,
             weight.weight,
             weight.scale,
-            out,
+            target,
             rows,
             cols,
             depth,
+            k_per_split,
             BLOCK_M=block_m,
             BLOCK_N=block_n,
             BLOCK_K=block_k,
             num_warps=warps,
             num_stages=stages,
         )
+        if split > 1:
+            size, block = rows * cols, 1024
+            add_partials[(triton.cdiv(size, block),)](target, out, size, SPLIT=split, BLOCK=block)
         return out
 
     return run
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 132  # the interpreter (tests): as an H100/H200
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 _SMALL_GEMM_CUDA = None
@@ -203,7 +249,8 @@ def small_gemm(
     xq: torch.Tensor, x_scale: torch.Tensor, weight: Fp8Weight, **config
 ) -> torch.Tensor:
     """``xq @ weight.T`` scaled per row and per channel, for at most ``SMALL_ROWS``
-    contiguous rows whose depth is a multiple of ``SMALL_BLOCK_K`` (``small_fits``)."""
+    contiguous rows whose depth is a multiple of ``SMALL_BLOCK_K`` (``small_fits``);
+    ``config``: tile sizes and ``split`` (parts of K; default ``split_for``)."""
     global _SMALL_GEMM_CUDA
     if _SMALL_GEMM_CUDA is None:
         _SMALL_GEMM_CUDA = _triton_small_gemm()

@@ -176,7 +176,8 @@ def test_linear_refuses_quantized_rows_for_a_plain_weight():
 def test_small_row_gemm_equals_the_scaled_float_product():
     """The few-rows FP8 kernel (Triton, CPU interpreter) computes the same scaled product
     as the float reference, for row counts below, at and above its 16-row tile, column
-    counts that leave a partial block, and channels of very different scales."""
+    counts that leave a partial block, channels of very different scales, and K split in
+    parts (evenly or not)."""
     script = """
 import torch
 from bridge.model import fp8
@@ -192,6 +193,11 @@ for rows, cols, depth in [(1, 40, 512), (16, 96, 256), (33, 48, 768)]:
     want = ((xq.float() @ weight.weight.float().t()) * xs * weight.scale).bfloat16().float()
     assert got.shape == (rows, cols)
     assert torch.allclose(got, want, rtol=2**-7, atol=1e-6 * want.abs().max()), (rows, cols)
+    for split in (2, 3):  # K in parts, the partials added by a second kernel
+        parts = fp8.small_gemm(xq, xs, weight, split=split).float()
+        assert torch.allclose(parts, want, rtol=2**-7, atol=1e-6 * want.abs().max()), split
+assert fp8.split_for(2560, 4096, 132) == 4 and fp8.split_for(19456, 2560, 132) == 1
+assert fp8.split_for(2560, 256, 132) == 1  # one K block: nothing to split
 assert not fp8.small_fits(torch.zeros(fp8.SMALL_ROWS + 1, 256), torch.zeros(8, 256))
 assert not fp8.small_fits(torch.zeros(4, 200), torch.zeros(8, 200))
 print("ok")
