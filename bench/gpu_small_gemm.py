@@ -3,15 +3,16 @@
 
     python bench/gpu_small_gemm.py --out bench/results/gpu_small_gemm.json
 
-For the four GEMMs of a Qwen3-Embedding-4B layer (q/k/v, o, gate/up, down) and row counts
-1 to 128: the time of each (``triton.testing.do_bench``, L2 flushed between runs, so the
-weights come from memory as in a forward pass), the weight bandwidth it reaches, and the
-largest difference of the kernel's output to ``_scaled_mm``'s; the kernel for each
-configuration of ``--configs`` (BLOCK_N:BLOCK_K:WARPS:STAGES[:SPLIT], SPLIT the parts of
-K, ``auto`` or left out: ``fp8.split_for``). Then ``graph_forward_ms``: the 36 layers'
-GEMMs of one forward (each layer its own weights) captured in one CUDA graph and replayed,
-per method and row count: what the GEMMs cost inside the server's graphs, without the
-Python launch overhead that inflates single-kernel timings of a few microseconds.
+For each GEMM of a Qwen3-Embedding-4B layer (q/k/v, o, gate/up, down), each row count of
+``--rows`` and each method: that GEMM of all 36 layers (each layer its own weights, so
+they come from memory as in a forward pass) captured in one CUDA graph and replayed; the
+time per GEMM, the weight bandwidth it reaches, and the largest difference of the
+kernel's output to ``_scaled_mm``'s. Timing kernels of a few microseconds one at a time
+from Python would measure the launch overhead instead; inside the server's graphs there
+is none. Methods: ``scaled_mm``, ``bf16`` and the kernel for each configuration of
+``--configs`` (BLOCK_N:BLOCK_K:WARPS:STAGES[:SPLIT], SPLIT the parts of K, ``auto`` or
+left out: ``fp8.split_for``). ``forward_gemms_ms``: per row count, the four GEMMs of the
+36 layers per method, and with the best method of each GEMM (``best``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,40 +33,16 @@ from bridge.model import fp8  # noqa: E402
 # (name, out features, in features) of one Qwen3-Embedding-4B layer's GEMMs
 SHAPES = (("qkv", 6144, 2560), ("o", 2560, 4096), ("gate_up", 19456, 2560), ("down", 2560, 9728))
 LAYERS = 36
+DEFAULT_CONFIGS = (
+    "32:256:4:4:1,32:256:4:4:auto,16:256:4:4:auto,64:256:4:4:auto,32:512:4:3:auto,"
+    "32:128:4:6:auto,32:256:8:4:auto,16:512:4:3:auto,32:256:4:3:auto"
+)
 
 
 def scaled_mm(xq: torch.Tensor, xs: torch.Tensor, weight: fp8.Fp8Weight) -> torch.Tensor:
     return torch._scaled_mm(
         xq, weight.weight.t(), scale_a=xs, scale_b=weight.scale[None, :], out_dtype=torch.bfloat16
     )
-
-
-def measure(bf16: torch.Tensor, weight: fp8.Fp8Weight, rows: int, configs: dict) -> dict:
-    """Times (µs) of one GEMM of ``rows`` rows by each method, and the kernel's differences."""
-    from triton.testing import do_bench
-
-    x = torch.randn(rows, bf16.shape[1], device=bf16.device, dtype=torch.bfloat16)
-    xq, xs = fp8.quantize_rows(x)
-    want = scaled_mm(xq, xs, weight).float()
-    row: dict = {
-        "bf16_us": 1000 * do_bench(lambda: F.linear(x, bf16)),
-        "scaled_mm_us": 1000 * do_bench(lambda: scaled_mm(xq, xs, weight)),
-    }
-    for key, config in configs.items():
-        try:
-            got = fp8.small_gemm(xq, xs, weight, **config).float()
-            row[key + "_us"] = 1000 * do_bench(lambda c=config: fp8.small_gemm(xq, xs, weight, **c))
-            row[key + "_max_rel_diff"] = (got - want).abs().max().item() / want.abs().max().item()
-        except Exception as exc:  # noqa: BLE001 - a config that does not compile
-            row[key + "_error"] = str(exc)[:200]
-    size = weight.weight.numel()
-    row["weight_gb_per_s_scaled_mm"] = size / row["scaled_mm_us"] / 1000
-    timed = [(v, k) for k, v in row.items() if k.startswith("small") and k.endswith("_us")]
-    if timed:
-        best_us, best = min(timed)
-        row["best_small"] = best
-        row["weight_gb_per_s_best_small"] = size / best_us / 1000
-    return row
 
 
 def parse_config(text: str) -> tuple[str, dict]:
@@ -78,29 +56,18 @@ def parse_config(text: str) -> tuple[str, dict]:
     return f"small_{block_n}_{block_k}_{warps}_{stages}_{split}", config
 
 
-def graph_forward_ms(layers: list[dict[str, fp8.Fp8Weight]], rows: int, gemm) -> float:
-    """GPU time (ms) of every layer's GEMMs for ``rows`` rows, replayed as one CUDA graph."""
-    device = layers[0]["o"].weight.device
-    inputs = {}
-    for weight in layers[0].values():
-        depth = weight.weight.shape[1]
-        inputs[depth] = fp8.quantize_rows(
-            torch.randn(rows, depth, device=device, dtype=torch.bfloat16)
-        )
-
-    def forward() -> None:
-        for layer in layers:
-            for weight in layer.values():
-                gemm(*inputs[weight.weight.shape[1]], weight)
-
+def graph_ms(calls: list[Callable[[], object]], device: torch.device) -> float:
+    """GPU time (ms) of ``calls`` in order, captured as one CUDA graph and replayed."""
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):
-        forward()  # compiles and warms up outside the capture
+        for call in calls:  # compiles and warms up outside the capture
+            call()
     torch.cuda.current_stream(device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        forward()
+        for call in calls:
+            call()
     for _ in range(3):
         graph.replay()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -113,13 +80,42 @@ def graph_forward_ms(layers: list[dict[str, fp8.Fp8Weight]], rows: int, gemm) ->
     return start.elapsed_time(end) / replays
 
 
+def measure(bf16: torch.Tensor, weights: list[fp8.Fp8Weight], rows: int, configs: dict) -> dict:
+    """Per method: µs per GEMM of ``rows`` rows over the layers' weights, and differences."""
+    device = bf16.device
+    x = torch.randn(rows, bf16.shape[1], device=device, dtype=torch.bfloat16)
+    xq, xs = fp8.quantize_rows(x)
+    want = scaled_mm(xq, xs, weights[0]).float()
+    copies = [bf16.clone() for _ in weights]
+    row: dict = {"bf16_us": 1000 * graph_ms([lambda w=w: F.linear(x, w) for w in copies], device)}
+    del copies
+    methods: dict[str, Callable] = {"scaled_mm": lambda w: scaled_mm(xq, xs, w)}
+    for key, config in configs.items():
+        methods[key] = lambda w, c=config: fp8.small_gemm(xq, xs, w, **c)
+    for key, method in methods.items():
+        try:
+            got = method(weights[0]).float()
+            row[f"{key}_us"] = 1000 * graph_ms(
+                [lambda w=w, m=method: m(w) for w in weights], device
+            )
+            row[f"{key}_us"] /= len(weights)
+            row[f"{key}_max_rel_diff"] = (got - want).abs().max().item() / want.abs().max().item()
+        except Exception as exc:  # noqa: BLE001 - a config that does not compile
+            row[f"{key}_error"] = str(exc)[:200]
+    row["bf16_us"] /= len(weights)
+    size = weights[0].weight.numel()
+    timed = [(v, k) for k, v in row.items() if k.endswith("_us") and k != "bf16_us"]
+    best_us, best = min(timed)
+    row["best"] = best.removesuffix("_us")
+    row["weight_gb_per_s_best"] = size / best_us / 1000
+    row["weight_gb_per_s_scaled_mm"] = size / row["scaled_mm_us"] / 1000
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="1,16,64")
-    parser.add_argument(
-        "--configs", default="32:256:4:4:1,32:256:4:4:2,32:256:4:4:4,32:256:4:4:8,32:256:4:4:auto"
-    )
-    parser.add_argument("--graph-rows", default="1,16,64")
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS)
     parser.add_argument("--out", type=Path, default=Path("bench/results/gpu_small_gemm.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -127,37 +123,30 @@ def main() -> None:
     configs = dict(parse_config(c) for c in args.configs.split(","))
     result: dict = {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__}
     totals: dict[str, dict[str, float]] = {}
-    layers: list[dict[str, fp8.Fp8Weight]] = [{} for _ in range(LAYERS)]
     for name, cols, depth in SHAPES:
         bf16 = torch.randn(cols, depth, device=device, dtype=torch.bfloat16) / depth**0.5
         weight = fp8.Fp8Weight.of(bf16)
-        for layer in layers:  # each layer its own weights (as many bytes to read as a model)
-            layer[name] = fp8.Fp8Weight(weight.weight.clone(), weight.scale.clone())
-        for rows in (int(r) for r in args.rows.split(",")):
-            row = measure(bf16, weight, rows, configs)
+        weights = [
+            fp8.Fp8Weight(weight.weight.clone(), weight.scale.clone()) for _ in range(LAYERS)
+        ]
+        for rows in args.rows.split(","):
+            row = measure(bf16, weights, int(rows), configs)
             result[f"{name}_{rows}"] = row
-            per_layer = totals.setdefault(str(rows), {})
-            for k, v in row.items():
-                if k.endswith("_us"):
-                    per_layer[k] = per_layer.get(k, 0.0) + v
+            per_rows = totals.setdefault(rows, {})
+            for key, value in row.items():
+                if key.endswith("_us"):
+                    method = key.removesuffix("_us")
+                    per_rows[method] = per_rows.get(method, 0.0) + LAYERS * value / 1000
+            per_rows["best"] = per_rows.get("best", 0.0) + LAYERS * row[row["best"] + "_us"] / 1000
             print(
-                name, rows, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+                name,
+                rows,
+                row["best"],
+                {k: round(v, 2) for k, v in row.items() if k.endswith("_us")},
             )
-    # what the 36 layers' GEMMs of a forward of that many rows take, per method (ms)
-    result["forward_gemms_ms"] = {
-        rows: {k.removesuffix("_us"): LAYERS * v / 1000 for k, v in per_layer.items()}
-        for rows, per_layer in totals.items()
-    }
-    print(json.dumps(result["forward_gemms_ms"], indent=1))
-    methods = {"scaled_mm": scaled_mm} | {
-        key: (lambda xq, xs, w, c=config: fp8.small_gemm(xq, xs, w, **c))
-        for key, config in configs.items()
-    }
-    result["graph_forward_ms"] = {
-        rows: {key: graph_forward_ms(layers, int(rows), gemm) for key, gemm in methods.items()}
-        for rows in args.graph_rows.split(",")
-    }
-    print(json.dumps(result["graph_forward_ms"], indent=1))
+        del weights
+    result["forward_gemms_ms"] = totals
+    print(json.dumps(totals, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
 

@@ -11,7 +11,7 @@ the passages by: a real document's paragraphs are rarely its relevant units). In
   document scored by its best passage (what passage vectors should reach);
 - ``single``: one vector per document (title + body, cut at the model's input limit);
 - ``SPLITTER_T_O``: the bridge's passages of at most T tokens sharing O, windows ended by
-  SPLITTER (``WINDOW_ENDS``), embedded by the service, a document scored by its best passage;
+  SPLITTER (``SPLITTERS``), embedded by the service, a document scored by its best passage;
 - ``short``: the original passages as documents, the same methods (no loss expected
   against ``single``: most fit in one window);
 - ``--combine A+B``: a document scored by its best passage over the windows of runs A and
@@ -45,6 +45,9 @@ from bridge.model.passages import (
     balanced_end,
     boundary,
     greedy_end,
+    next_start,
+    paragraph_end,
+    paragraph_start,
     with_title,
 )
 from bridge.model.profile import resolve_model_dir
@@ -191,8 +194,14 @@ def paragraph_first_end(text: str, offsets, i: int, window: int, overlap: int) -
     return j
 
 
-# --runs' SPLITTER: how a window's end is chosen (greedy: the splitter before balanced windows)
-WINDOW_ENDS = {"greedy": greedy_end, "balanced": balanced_end, "paragraphs": paragraph_first_end}
+# --runs' SPLITTER: how a window's end and the next one's start are chosen (greedy: the
+# splitter before balanced windows; paragraphs: ends only; structured: whole paragraphs)
+SPLITTERS = {
+    "greedy": (greedy_end, next_start),
+    "balanced": (balanced_end, next_start),
+    "paragraphs": (paragraph_first_end, next_start),
+    "structured": (paragraph_end, paragraph_start),
+}
 JOINERS = {"para": "\n\n", "space": " "}
 
 
@@ -210,7 +219,7 @@ def main() -> None:
     parser.add_argument(
         "--runs",
         default="greedy:256:32,balanced:256:32",
-        help="SPLITTER:TOKENS:OVERLAP,... (splitters: WINDOW_ENDS); each compared with the first.",
+        help="SPLITTER:TOKENS:OVERLAP,... (splitters: SPLITTERS); each compared with the first.",
     )
     parser.add_argument(
         "--queries", type=int, default=0, help="Draw N judged queries at random (0: all)."
@@ -311,7 +320,7 @@ def main() -> None:
             service.preparer.with_offsets,
             service.preparer.document_ids,
             service.max_input_tokens,
-            WINDOW_ENDS[mode],
+            *SPLITTERS[mode],
         )
         spec = PassageSpec(int(tokens), int(overlap))
         name = f"{mode}_{tokens}_{overlap}"

@@ -127,14 +127,19 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 SMALL_ROWS = 64
 SMALL_BLOCK_N = 32
 SMALL_BLOCK_K = 256
-SPLIT_PROGRAMS_PER_SM = 2  # split K until about this many programs per SM
+SMALL_STAGES = 3
+SPLIT_ROWS = 16  # split K only up to this many rows (past it the partials cost more)
+SPLIT_PROGRAMS_PER_SM = 2  # then split until about this many programs per SM
 SPLIT_MIN_BLOCKS = 2  # ... while each program keeps at least this many K blocks
 
 
-def split_for(cols: int, depth: int, sms: int, block_n: int = SMALL_BLOCK_N) -> int:
-    """How many parts to split the depth into: enough programs for ``sms`` SMs, each
-    with at least ``SPLIT_MIN_BLOCKS`` blocks of ``SMALL_BLOCK_K``."""
+def split_for(rows: int, cols: int, depth: int, sms: int, block_n: int = SMALL_BLOCK_N) -> int:
+    """How many parts to split the depth into: 1 where the column blocks alone are at
+    least one program per SM or the rows are many; else enough parts for
+    ``SPLIT_PROGRAMS_PER_SM`` programs per SM, each with ``SPLIT_MIN_BLOCKS`` K blocks."""
     col_blocks = -(-cols // block_n)
+    if col_blocks >= sms or rows > SPLIT_ROWS:
+        return 1
     wanted = -(-SPLIT_PROGRAMS_PER_SM * sms // col_blocks)
     return max(1, min(wanted, depth // (SPLIT_MIN_BLOCKS * SMALL_BLOCK_K)))
 
@@ -196,13 +201,13 @@ def _triton_small_gemm():
         block_n: int = SMALL_BLOCK_N,
         block_k: int = SMALL_BLOCK_K,
         warps: int = 4,
-        stages: int = 4,
+        stages: int = SMALL_STAGES,
         split: int | None = None,
     ) -> torch.Tensor:
         rows, depth = xq.shape
         cols = weight.weight.shape[0]
         if split is None:
-            split = split_for(cols, depth, _sm_count(xq.device), block_n)
+            split = split_for(rows, cols, depth, _sm_count(xq.device), block_n)
         k_blocks = -(-depth // block_k)
         k_per_split = -(-k_blocks // split) * block_k
         split = -(-depth // k_per_split)  # no empty part

@@ -1,10 +1,14 @@
 """Splitting a document into passages that each fit the model, counted in its own tokens.
 
 A document's body is cut into windows of at most ``max_tokens`` tokens of the serving
-model's tokenizer, consecutive windows sharing ``overlap`` tokens: as few windows as cover the body
+model's tokenizer. Paragraphs come first: a window ends at the latest paragraph break past
+a quarter of it, and after such a cut the next window starts at a paragraph too, sharing
+whole paragraphs of at most ``overlap`` tokens (none when the last paragraph is longer),
+so paragraphs that fit a window are never cut. Where there is no paragraph break to cut
+at, consecutive windows share about ``overlap`` tokens: as few windows as cover the rest
 (counted again after each cut), of about even size, so no short tail window is left over;
-each cut at the best boundary near that size (paragraph break, else sentence end, else
-word boundary).
+each cut at the best boundary near that size (sentence end, else word boundary).
+docs/search.md has the measurements behind both.
 Each passage is embedded with the document's title in front (the same ``with_title`` text
 bridge-side ingest always embedded), so a body that fits in one window is one passage
 whose vector equals the document's single vector. Nothing is cut silently:
@@ -147,6 +151,18 @@ def balanced_end(text: str, offsets: Offsets, i: int, window: int, overlap: int)
     return _nearest_cut(text, offsets, max(i + 1, target - slack), high, target) or high
 
 
+def paragraph_end(text: str, offsets: Offsets, i: int, window: int, overlap: int) -> int:
+    """End (exclusive) of the window starting at token ``i``: the latest paragraph break
+    past a quarter of the window when there is one (a window holds whole paragraphs when
+    they fit), else ``balanced_end``."""
+    n = len(offsets)
+    if n - i > window:
+        for k in range(i + window, i + max(1, window // 4) - 1, -1):
+            if boundary(text, offsets, k) == 3:
+                return k
+    return balanced_end(text, offsets, i, window, overlap)
+
+
 # (text, offsets, first token, window, overlap) -> end (exclusive) of that window
 WindowEnd = Callable[[str, Offsets, int, int, int], int]
 
@@ -161,6 +177,21 @@ def next_start(text: str, offsets: Offsets, i: int, j: int, overlap: int) -> int
     return _best_cut(text, offsets, low, following) or following
 
 
+def paragraph_start(text: str, offsets: Offsets, i: int, j: int, overlap: int) -> int:
+    """Start of the window after ``[i, j)``: after a cut at a paragraph break, the earliest
+    paragraph break at most ``overlap`` tokens before it (the overlap is whole paragraphs,
+    none when the last one is longer than that); else ``next_start``."""
+    if boundary(text, offsets, j) == 3:
+        for k in range(max(i + 1, j - overlap), j + 1):
+            if boundary(text, offsets, k) == 3:
+                return k
+    return next_start(text, offsets, i, j, overlap)
+
+
+# (text, offsets, first token, end of the previous window, overlap) -> start of the next
+WindowStart = Callable[[str, Offsets, int, int, int], int]
+
+
 class PassageSplitter:
     """Splits bodies into passages for one tokenizer and input limit; thread-safe."""
 
@@ -169,9 +200,11 @@ class PassageSplitter:
         encode: OffsetEncoder,
         finish: Finisher,
         max_input_tokens: int,
-        window_end: WindowEnd = balanced_end,
+        window_end: WindowEnd = paragraph_end,
+        window_start: WindowStart = paragraph_start,
     ) -> None:
         self.window_end = window_end
+        self.window_start = window_start
         self.encode = encode
         self.finish = finish
         self.max_input_tokens = max_input_tokens
@@ -208,9 +241,12 @@ class PassageSplitter:
                 code="title_too_long",
             )
         overlap = min(spec.overlap, window // 2)
-        passages, i = [], 0
+        passages, i, done = [], 0, 0
         while True:
             j = self.window_end(text, offsets, i, window, overlap)
+            if j <= done:  # inside the previous window: start where that one ended
+                i = done
+                j = self.window_end(text, offsets, i, window, overlap)
             while True:  # re-tokenizing a span can merge differently: shrink until it fits
                 start, end = offsets[i][0], offsets[j - 1][1]
                 ids = self.finish(with_title(title, text[start:end]))
@@ -218,6 +254,7 @@ class PassageSplitter:
                     break
                 j -= max(1, len(ids) - self.max_input_tokens)
             passages.append(Passage(start, end, ids))
+            done = j
             if j >= len(offsets):
                 return passages
-            i = next_start(text, offsets, i, j, overlap)
+            i = self.window_start(text, offsets, i, j, overlap)

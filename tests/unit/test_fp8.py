@@ -196,8 +196,10 @@ for rows, cols, depth in [(1, 40, 512), (16, 96, 256), (33, 48, 768)]:
     for split in (2, 3):  # K in parts, the partials added by a second kernel
         parts = fp8.small_gemm(xq, xs, weight, split=split).float()
         assert torch.allclose(parts, want, rtol=2**-7, atol=1e-6 * want.abs().max()), split
-assert fp8.split_for(2560, 4096, 132) == 4 and fp8.split_for(19456, 2560, 132) == 1
-assert fp8.split_for(2560, 256, 132) == 1  # one K block: nothing to split
+assert fp8.split_for(16, 2560, 4096, 132) == 4  # 80 column blocks: too few for 132 SMs
+assert fp8.split_for(16, 6144, 2560, 132) == 1  # 192 blocks: enough
+assert fp8.split_for(64, 2560, 4096, 132) == 1  # many rows: the partials cost more
+assert fp8.split_for(1, 2560, 256, 132) == 1  # one K block: nothing to split
 assert not fp8.small_fits(torch.zeros(fp8.SMALL_ROWS + 1, 256), torch.zeros(8, 256))
 assert not fp8.small_fits(torch.zeros(4, 200), torch.zeros(8, 200))
 print("ok")

@@ -127,7 +127,40 @@ def test_random_prose_is_covered_in_order_within_the_window(seed):
     assert set().union(*seen) == set(body.split())
     assert all(len(s) <= spec.max_tokens for s in seen)
     assert all(a.start < b.start and a.end < b.end for a, b in pairwise(passages))
-    assert all(len(a & b) >= spec.overlap for a, b in pairwise(seen))
+    for (a, b), shared in zip(pairwise(passages), map(len, pairwise_and(seen)), strict=True):
+        if body[a.end : a.end + 2] == "\n\n":  # cut at a paragraph: whole paragraphs shared
+            assert body[b.start - 2 : b.start] == "\n\n" and shared <= spec.overlap
+        else:
+            assert shared >= spec.overlap
+
+
+def pairwise_and(sets: list[set]) -> list[set]:
+    return [a & b for a, b in pairwise(sets)]
+
+
+def test_paragraphs_that_fit_are_never_cut_and_overlap_whole():
+    sizes = [20, 25, 10, 40, 5, 30, 90]
+    paragraphs = [words(n, 1000 * i) + "." for i, n in enumerate(sizes)]
+    body = "\n\n".join(paragraphs)
+    [passages] = splitter(limit=300).split([body], [None], PassageSpec(64, 32))
+    texts = [body[p.start : p.end] for p in passages]
+    assert texts[:3] == [
+        "\n\n".join(paragraphs[0:3]),  # 55 words; the 40-word fourth would pass 64
+        "\n\n".join(paragraphs[2:5]),  # shares the 10-word paragraph (within 32 words)
+        "\n\n".join(paragraphs[4:6]),  # shares the 5-word one, not the 40-word one too
+    ]
+    # the 90-word paragraph: words windows sharing about 32, starting at its beginning
+    assert texts[3].startswith("w6000 ") and texts[-1].endswith("w6089.")
+    assert all(len(t.split()) <= 64 for t in texts) and len(texts) == 5
+
+
+def test_a_window_inside_the_previous_one_is_skipped():
+    # after [A B], the overlap would start at B (within 32 words), but B and the long C
+    # make no window past B's end: the next window starts at C instead of repeating B
+    body = "\n\n".join([words(30) + ".", words(30, 100) + ".", words(100, 200) + "."])
+    [passages] = splitter(limit=300).split([body], [None], PassageSpec(64, 32))
+    assert all(a.end < b.end for a, b in pairwise(passages))
+    assert body[passages[1].start :].startswith(("w100 ", "w200 "))
 
 
 def test_a_body_over_the_window_is_not_tokenized_whole_again():
