@@ -232,7 +232,8 @@ def hit_json(hit: Hit) -> dict:
     "--passage-overlap",
     type=click.IntRange(min=0),
     default=None,
-    help="Tokens shared by consecutive passages [default: half of --passage-tokens].",
+    help="Tokens shared by consecutive passages (after a paragraph break: whole paragraphs "
+    "up to that many) [default: half of --passage-tokens].",
 )
 @click.option(
     "--vector-field", default=None,
