@@ -2,8 +2,12 @@
 
 Weights are quantized once, one scale per output channel; activations are quantized on
 the fly, one scale per token (row), and the GEMM is ``torch._scaled_mm`` with those row
-and column scales, writing bf16 (for up to ``SMALL_ROWS`` rows, our Triton kernel
-``small_gemm``). Everything that is not a linear layer stays bf16.
+and column scales, writing bf16. For up to ``SMALL_ROWS`` rows our Triton kernel
+``small_gemm`` takes over; there, bf16 activations are not quantized at all (the kernel
+widens the FP8 weights in registers: a few rows cost the weights' reading, not the
+multiplications, so a quantize kernel would only add time), while rows that come
+quantized (``Fp8Rows``) keep their scales. Everything that is not a linear layer stays
+bf16.
 
 ``quantize_modules`` swaps every suitable ``nn.Linear`` of any model for ``Fp8Linear``;
 ``quantize_packed`` does the same for the fused weights of the padding-free Qwen3 forward
@@ -163,6 +167,7 @@ def _triton_small_gemm():
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
+        X_FP8: tl.constexpr,
     ):
         m = tl.arange(0, BLOCK_M)
         n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -176,12 +181,15 @@ def _triton_small_gemm():
         for _ in range(k_start, tl.minimum(k_start + k_per_split, depth), BLOCK_K):
             x = tl.load(x_ptrs, mask=m_in, other=0.0)
             w = tl.load(w_ptrs, mask=n_in, other=0.0)
+            if not X_FP8:  # 16-bit rows: the weights widened in registers, no row scales
+                w = w.to(tl.float16).to(x.dtype)  # exact: e4m3 fits float16
             acc = tl.dot(x, w, acc)
             x_ptrs += BLOCK_K
             w_ptrs += BLOCK_K
-        x_scale = tl.load(xs_ptr + m, mask=m < rows, other=0.0)
         w_scale = tl.load(ws_ptr + n, mask=n < cols, other=0.0)
-        out = acc * x_scale[:, None] * w_scale[None, :]  # linear: partials scale alike
+        out = acc * w_scale[None, :]  # linear: partials scale alike
+        if X_FP8:
+            out *= tl.load(xs_ptr + m, mask=m < rows, other=0.0)[:, None]
         out_ptrs = out_ptr + split * rows * cols + m[:, None] * cols + n[None, :]
         tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=m_in & n_in)
 
@@ -196,7 +204,7 @@ def _triton_small_gemm():
 
     def run(
         xq: torch.Tensor,
-        x_scale: torch.Tensor,
+        x_scale: torch.Tensor | None,
         weight: Fp8Weight,
         block_n: int = SMALL_BLOCK_N,
         block_k: int = SMALL_BLOCK_K,
@@ -218,7 +226,7 @@ def _triton_small_gemm():
         block_m = max(16, triton.next_power_of_2(rows))
         kernel[(triton.cdiv(cols, block_n), split)](
             xq,
-            x_scale,
+            xq if x_scale is None else x_scale,
             weight.weight,
             weight.scale,
             target,
@@ -229,6 +237,7 @@ def _triton_small_gemm():
             BLOCK_M=block_m,
             BLOCK_N=block_n,
             BLOCK_K=block_k,
+            X_FP8=x_scale is not None,
             num_warps=warps,
             num_stages=stages,
         )
@@ -251,10 +260,12 @@ _SMALL_GEMM_CUDA = None
 
 
 def small_gemm(
-    xq: torch.Tensor, x_scale: torch.Tensor, weight: Fp8Weight, **config
+    xq: torch.Tensor, x_scale: torch.Tensor | None, weight: Fp8Weight, **config
 ) -> torch.Tensor:
     """``xq @ weight.T`` scaled per row and per channel, for at most ``SMALL_ROWS``
     contiguous rows whose depth is a multiple of ``SMALL_BLOCK_K`` (``small_fits``);
+    ``x_scale`` None: ``xq`` is 16-bit rows, multiplied as they are by the weights widened
+    to their type (no quantize step: few rows cost the weights' reading, not the MMAs);
     ``config``: tile sizes and ``split`` (parts of K; default ``split_for``)."""
     global _SMALL_GEMM_CUDA
     if _SMALL_GEMM_CUDA is None:
@@ -300,7 +311,11 @@ class Fp8Weight:
             shape, (xq, x_scale) = x.q.shape, (x.q, x.scale)
         else:
             shape = x.shape
-            xq, x_scale = quantize_rows(x.reshape(-1, shape[-1]))
+            rows = x.reshape(-1, shape[-1])
+            if rows.is_cuda and small_fits(rows, self.weight):  # as they are: no quantize
+                out = small_gemm(rows, None, self)
+                return self._finish(out, shape)
+            xq, x_scale = quantize_rows(rows)
         if xq.is_cuda and small_fits(xq, self.weight):
             out = small_gemm(xq, x_scale, self)
         elif xq.is_cuda:
@@ -313,6 +328,9 @@ class Fp8Weight:
             )
         else:  # the same arithmetic in float32 (tests, and a reference)
             out = ((xq.float() @ self.weight.float().t()) * x_scale * self.scale).to(self.out_dtype)
+        return self._finish(out, shape)
+
+    def _finish(self, out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*shape[:-1], out.shape[-1])

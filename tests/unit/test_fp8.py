@@ -196,6 +196,14 @@ for rows, cols, depth in [(1, 40, 512), (16, 96, 256), (33, 48, 768)]:
     for split in (2, 3):  # K in parts, the partials added by a second kernel
         parts = fp8.small_gemm(xq, xs, weight, split=split).float()
         assert torch.allclose(parts, want, rtol=2**-7, atol=1e-6 * want.abs().max()), split
+    # 16-bit rows as they are (no quantize step): against the widened weights (float16
+    # here: the interpreter multiplies bfloat16 tiles wrongly, the GPU does not)
+    x16 = x.half()
+    weight.out_dtype = torch.float16
+    wide = ((x16.float() @ weight.weight.float().t()) * weight.scale).half().float()
+    for split in (1, 3):
+        got = fp8.small_gemm(x16, None, weight, split=split).float()
+        assert torch.allclose(got, wide, rtol=2**-9, atol=1e-5 * wide.abs().max()), split
 assert fp8.split_for(16, 2560, 4096, 132) == 4  # 80 column blocks: too few for 132 SMs
 assert fp8.split_for(16, 6144, 2560, 132) == 1  # 192 blocks: enough
 assert fp8.split_for(64, 2560, 4096, 132) == 1  # many rows: the partials cost more

@@ -144,11 +144,14 @@ def test_paragraphs_that_fit_are_never_cut_and_overlap_whole():
     body = "\n\n".join(paragraphs)
     [passages] = splitter(limit=300).split([body], [None], PassageSpec(64, 32))
     texts = [body[p.start : p.end] for p in passages]
-    assert texts[:3] == [
-        "\n\n".join(paragraphs[0:3]),  # 55 words; the 40-word fourth would pass 64
-        "\n\n".join(paragraphs[2:5]),  # shares the 10-word paragraph (within 32 words)
-        "\n\n".join(paragraphs[4:6]),  # shares the 5-word one, not the 40-word one too
-    ]
+    assert (
+        texts[:3]
+        == [
+            "\n\n".join(paragraphs[0:3]),  # 55 words; the 40-word fourth would pass 64
+            "\n\n".join(paragraphs[2:5]),  # shares the 10-word paragraph (within 32 words)
+            "\n\n".join(paragraphs[4:6]),  # shares the 5-word one, not the 40-word one too
+        ]
+    )
     # the 90-word paragraph: words windows sharing about 32, starting at its beginning
     assert texts[3].startswith("w6000 ") and texts[-1].endswith("w6089.")
     assert all(len(t.split()) <= 64 for t in texts) and len(texts) == 5
