@@ -3,9 +3,9 @@
 Weights are quantized once, one scale per output channel; activations are quantized on
 the fly, one scale per token (row), and the GEMM is ``torch._scaled_mm`` with those row
 and column scales, writing bf16. For up to ``SMALL_ROWS`` rows our Triton kernel
-``small_gemm`` takes over; there, bf16 activations are not quantized at all (the kernel
-widens the FP8 weights in registers: a few rows cost the weights' reading, not the
-multiplications, so a quantize kernel would only add time), while rows that come
+``small_gemm`` takes over; up to ``WIDE_ROWS``, bf16 activations are not quantized at all
+(the kernel widens the FP8 weights in registers: so few rows cost the weights' reading,
+not the multiplications, and a quantize kernel would only add time), while rows that come
 quantized (``Fp8Rows``) keep their scales. Everything that is not a linear layer stays
 bf16.
 
@@ -133,6 +133,7 @@ SMALL_BLOCK_N = 32
 SMALL_BLOCK_K = 256
 SMALL_STAGES = 3
 SPLIT_ROWS = 16  # split K only up to this many rows (past it the partials cost more)
+WIDE_ROWS = 16  # bf16 rows unquantized up to this many (past it quantizing is cheaper)
 SPLIT_PROGRAMS_PER_SM = 2  # then split until about this many programs per SM
 SPLIT_MIN_BLOCKS = 2  # ... while each program keeps at least this many K blocks
 
@@ -312,7 +313,7 @@ class Fp8Weight:
         else:
             shape = x.shape
             rows = x.reshape(-1, shape[-1])
-            if rows.is_cuda and small_fits(rows, self.weight):  # as they are: no quantize
+            if rows.is_cuda and rows.shape[0] <= WIDE_ROWS and small_fits(rows, self.weight):
                 out = small_gemm(rows, None, self)
                 return self._finish(out, shape)
             xq, x_scale = quantize_rows(rows)
