@@ -1,13 +1,14 @@
 """Splitting a document into passages that each fit the model, counted in its own tokens.
 
 A document's body is cut into windows of at most ``max_tokens`` tokens of the serving
-model's tokenizer. Paragraphs come first: a window ends at the latest paragraph break past
-a quarter of it, and after such a cut the next window starts at a paragraph too, sharing
-whole paragraphs of at most ``overlap`` tokens (none when the last paragraph is longer),
-so paragraphs that fit a window are never cut. Where there is no paragraph break to cut
-at, consecutive windows share about ``overlap`` tokens: as few windows as cover the rest
-(counted again after each cut), of about even size, so no short tail window is left over;
-each cut at the best boundary near that size (sentence end, else word boundary).
+model's tokenizer. Paragraphs come first: a window ends at the first paragraph break past
+half of it (else the latest past a quarter), and after such a cut the next window starts
+at a paragraph too, sharing whole paragraphs of at most ``overlap`` tokens (none when the
+last paragraph is longer), so paragraphs that fit a window are never cut. Where there is
+no paragraph break to cut at, consecutive windows share about ``overlap`` tokens: as few
+windows as cover the rest (counted again after each cut), of about even size, so no short
+tail window is left over; each cut at the best boundary near that size (sentence end,
+else word boundary).
 docs/search.md has the measurements behind both.
 Each passage is embedded with the document's title in front (the same ``with_title`` text
 bridge-side ingest always embedded), so a body that fits in one window is one passage
@@ -152,12 +153,17 @@ def balanced_end(text: str, offsets: Offsets, i: int, window: int, overlap: int)
 
 
 def paragraph_end(text: str, offsets: Offsets, i: int, window: int, overlap: int) -> int:
-    """End (exclusive) of the window starting at token ``i``: the latest paragraph break
-    past a quarter of the window when there is one (a window holds whole paragraphs when
-    they fit), else ``balanced_end``."""
+    """End (exclusive) of the window starting at token ``i`` when the rest does not fit:
+    the first paragraph break past half the window (paragraphs are merged only while the
+    window is under half full, so a paragraph of half a window or more is its own
+    passage), else the latest past a quarter, else ``balanced_end``."""
     n = len(offsets)
     if n - i > window:
-        for k in range(i + window, i + max(1, window // 4) - 1, -1):
+        half, quarter = i + max(1, window // 2), i + max(1, window // 4)
+        for k in range(half, i + window + 1):
+            if boundary(text, offsets, k) == 3:
+                return k
+        for k in range(half - 1, quarter - 1, -1):
             if boundary(text, offsets, k) == 3:
                 return k
     return balanced_end(text, offsets, i, window, overlap)

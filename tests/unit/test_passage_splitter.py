@@ -145,16 +145,17 @@ def test_paragraphs_that_fit_are_never_cut_and_overlap_whole():
     [passages] = splitter(limit=300).split([body], [None], PassageSpec(64, 32))
     texts = [body[p.start : p.end] for p in passages]
     assert (
-        texts[:3]
+        texts[:4]
         == [
-            "\n\n".join(paragraphs[0:3]),  # 55 words; the 40-word fourth would pass 64
-            "\n\n".join(paragraphs[2:5]),  # shares the 10-word paragraph (within 32 words)
-            "\n\n".join(paragraphs[4:6]),  # shares the 5-word one, not the 40-word one too
+            "\n\n".join(paragraphs[0:2]),  # 45 words: ends at the first break past half (32)
+            "\n\n".join(paragraphs[1:3]),  # shares the 25-word paragraph (within 32 words)
+            "\n\n".join(paragraphs[2:4]),  # shares the 10-word one
+            "\n\n".join(paragraphs[4:6]),  # the 40-word one is more than 32: not shared
         ]
     )
     # the 90-word paragraph: words windows sharing about 32, starting at its beginning
-    assert texts[3].startswith("w6000 ") and texts[-1].endswith("w6089.")
-    assert all(len(t.split()) <= 64 for t in texts) and len(texts) == 5
+    assert texts[4].startswith("w6000 ") and texts[-1].endswith("w6089.")
+    assert all(len(t.split()) <= 64 for t in texts) and len(texts) == 6
 
 
 def test_a_window_inside_the_previous_one_is_skipped():
