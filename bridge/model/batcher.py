@@ -246,6 +246,8 @@ class Batcher:
             if self._stopping:
                 raise ShuttingDown("the embedding service is shutting down")
             if self._queued_tokens + tokens > self.max_queue_tokens:
+                self._drop_abandoned()  # work nobody waits for does not hold the queue
+            if self._queued_tokens + tokens > self.max_queue_tokens:
                 raise Overloaded(
                     f"the queue is full ({self._queued_tokens} tokens waiting)",
                     retry_after=self._retry_after(),

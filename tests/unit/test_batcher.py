@@ -172,6 +172,27 @@ def test_full_queue_refuses_at_once():
         batcher.close()
 
 
+def test_a_queue_full_of_abandoned_work_takes_a_new_request():
+    """Work nobody waits for any more does not count against the queue's bound: a full
+    queue whose requests were cancelled takes a new one at once (not a 429 until the
+    busy worker next cuts a batch)."""
+    gate = threading.Event()
+    batcher = Batcher(lambda b: (gate.wait(5), echo_forward()(b))[1], 16, max_queue_tokens=20)
+    try:
+        batcher.submit([[1] * 10])
+        time.sleep(0.05)  # the worker holds this one (blocked in forward)
+        left = batcher.submit([[2] * 10, [3] * 10])
+        with pytest.raises(Overloaded):
+            batcher.submit([[4] * 5])
+        left.cancel()  # its client went away
+        kept = batcher.submit([[5] * 5])
+        gate.set()
+        assert kept.result(5).tolist() == [[5, 5]]
+    finally:
+        gate.set()
+        batcher.close()
+
+
 def test_out_of_memory_splits_then_fails_only_the_culprit():
     def forward(batch):
         if any(len(s) > 50 for s in batch) or len(batch) > 2:
