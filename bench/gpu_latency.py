@@ -4,11 +4,12 @@
 
 For 1 x 16 and 10 x 128 tokens, each stage adds one layer around the previous one:
 ``replay`` (GPU time of the CUDA graph alone, CUDA events), ``forward`` (the embedder:
-pack, copy in, replay, copy out), ``embed_sync`` (tokenizer + batcher thread hand-off),
-``embed_async`` (the server's path: tokenizer pool, batcher, event loop wake-up),
-``http_raw`` (our server, a minimal ``http.client`` in another process) and ``http_httpx``
+pack, copy in, replay, copy out), ``prepare`` (the tokenizer alone, not a layer),
+``batcher`` (forward through the batcher's worker thread), ``embed_sync`` (tokenizer +
+batcher), ``embed_async`` (the server's path: tokenizer pool, batcher, event loop
+wake-up), ``http_raw`` (our server, a minimal ``http.client`` in another process) and ``http_httpx``
 (the same with httpx, as bench/gpu.py measures). Differences between neighbours are the
-cost of each layer. Also: the kernels of one eager forward of the 10 x 128 batch (torch
+cost of each layer. Also: the kernels of one eager forward of each shape (torch
 profiler), and the GPU memory the loaded model holds.
 """
 
@@ -150,6 +151,8 @@ def main() -> None:
         stages = {
             "replay": replay_gpu_ms(embedder, batch, args.n),
             "forward": timed(lambda b=batch: embedder.forward(b), args.n),
+            "prepare": timed(lambda t=texts: service.prepare(t), args.n),
+            "batcher": timed(lambda b=batch: service.batcher.submit(b).result(), args.n),
             "embed_sync": timed(lambda t=texts: service.embed_sync(t), args.n),
             "embed_async": timed(lambda t=texts: loop.run_until_complete(service.embed(t)), args.n),
             "http_raw": pool.submit(raw_latency, host, int(port), bodies, args.n).result(),
@@ -158,13 +161,14 @@ def main() -> None:
         result["shapes"][name] = stages
         print(name, json.dumps({k: round(v["p50_ms"], 3) for k, v in stages.items()}), flush=True)
     server.should_exit = True
-    result["kernels_10x128_eager"] = kernel_table(
-        embedder, service.prepare(texts_of_lengths([128] * 10, seed=7))
-    )
+    for name, (count, tokens) in SHAPES.items():
+        batch = service.prepare(texts_of_lengths([tokens] * count, seed=7))
+        result[f"kernels_{name}_eager"] = table = kernel_table(embedder, batch)
+        print(f"kernels of one eager {name} forward:")
+        for row in table:
+            print(f"{row['total_us']:9.0f} us  {row['count']:4d}  {row['kernel']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    for row in result["kernels_10x128_eager"]:
-        print(f"{row['total_us']:9.0f} us  {row['count']:4d}  {row['kernel']}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ and column scales, writing bf16. For up to ``SMALL_ROWS`` rows our Triton kernel
 ``small_gemm`` takes over; up to ``WIDE_ROWS``, bf16 activations are not quantized at all
 (the kernel widens the FP8 weights in registers: so few rows cost the weights' reading,
 not the multiplications, and a quantize kernel would only add time), while rows that come
-quantized (``Fp8Rows``) keep their scales. Everything that is not a linear layer stays
-bf16.
+quantized (``Fp8Rows``) keep their scales. For so few rows the steps around a GEMM cost
+more in kernel boundaries than in work, so the kernel also takes two of them: the MLP's
+SiLU·mul in the gate/up GEMM's epilogue (``Fp8Weight.silu_mul``), and split-K partials
+left for the next kernel to add up as it loads them (``Partials``). Everything that is
+not a linear layer stays bf16.
 
 ``quantize_modules`` swaps every suitable ``nn.Linear`` of any model for ``Fp8Linear``;
 ``quantize_packed`` does the same for the fused weights of the padding-free Qwen3 forward
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
@@ -153,6 +157,7 @@ def _triton_small_gemm():
     """The Triton kernels of ``small_gemm`` (built on first use on CUDA)."""
     import triton
     import triton.language as tl
+    from triton.language.extra import libdevice
 
     @triton.jit
     def kernel(
@@ -169,6 +174,8 @@ def _triton_small_gemm():
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
         X_FP8: tl.constexpr,
+        PAIRED: tl.constexpr,
+        LIBDEVICE: tl.constexpr,
     ):
         m = tl.arange(0, BLOCK_M)
         n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -179,18 +186,36 @@ def _triton_small_gemm():
         w_ptrs = w_ptr + n[None, :] * depth + k[:, None]  # (BLOCK_K, BLOCK_N): W transposed
         m_in, n_in = m[:, None] < rows, n[None, :] < cols
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # PAIRED: the up half
         for _ in range(k_start, tl.minimum(k_start + k_per_split, depth), BLOCK_K):
             x = tl.load(x_ptrs, mask=m_in, other=0.0)
             w = tl.load(w_ptrs, mask=n_in, other=0.0)
             if not X_FP8:  # 16-bit rows: the weights widened in registers, no row scales
                 w = w.to(tl.float16).to(x.dtype)  # exact: e4m3 fits float16
             acc = tl.dot(x, w, acc)
+            if PAIRED:  # the up column paired with each gate column, cols further on
+                w_up = tl.load(w_ptrs + cols * depth, mask=n_in, other=0.0)
+                if not X_FP8:
+                    w_up = w_up.to(tl.float16).to(x.dtype)
+                acc_up = tl.dot(x, w_up, acc_up)
             x_ptrs += BLOCK_K
             w_ptrs += BLOCK_K
-        w_scale = tl.load(ws_ptr + n, mask=n < cols, other=0.0)
-        out = acc * w_scale[None, :]  # linear: partials scale alike
+        out = acc * tl.load(ws_ptr + n, mask=n < cols, other=0.0)[None, :]  # partials alike
         if X_FP8:
-            out *= tl.load(xs_ptr + m, mask=m < rows, other=0.0)[:, None]
+            x_scale = tl.load(xs_ptr + m, mask=m < rows, other=0.0)[:, None]
+            out *= x_scale
+        if PAIRED:  # silu(gate) * up, rounded where the two kernels round (kernels.py)
+            dt = out_ptr.dtype.element_ty
+            up = acc_up * tl.load(ws_ptr + cols + n, mask=n < cols, other=0.0)[None, :]
+            if X_FP8:
+                up *= x_scale
+            up = up.to(dt).to(tl.float32)
+            gate = out.to(dt).to(tl.float32)
+            if LIBDEVICE:  # noqa: SIM108 - expf as torch computes it
+                e = libdevice.exp(-gate)
+            else:  # the CPU interpreter (tests) has no libdevice
+                e = tl.exp(-gate)
+            out = tl.div_rn(gate, 1.0 + e).to(dt).to(tl.float32) * up
         out_ptrs = out_ptr + split * rows * cols + m[:, None] * cols + n[None, :]
         tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=m_in & n_in)
 
@@ -212,10 +237,14 @@ def _triton_small_gemm():
         warps: int = 4,
         stages: int = SMALL_STAGES,
         split: int | None = None,
-    ) -> torch.Tensor:
+        paired: bool = False,
+        keep_parts: bool = False,
+    ) -> torch.Tensor | Partials:
         rows, depth = xq.shape
-        cols = weight.weight.shape[0]
-        if split is None:
+        cols = weight.weight.shape[0] // (2 if paired else 1)
+        if paired:
+            split = 1  # the epilogue needs whole sums
+        elif split is None:
             split = split_for(rows, cols, depth, _sm_count(xq.device), block_n)
         k_blocks = -(-depth // block_k)
         k_per_split = -(-k_blocks // split) * block_k
@@ -239,14 +268,24 @@ def _triton_small_gemm():
             BLOCK_N=block_n,
             BLOCK_K=block_k,
             X_FP8=x_scale is not None,
+            PAIRED=paired,
+            LIBDEVICE=use_libdevice(),
             num_warps=warps,
             num_stages=stages,
         )
-        if split > 1:
-            size, block = rows * cols, 1024
-            add_partials[(triton.cdiv(size, block),)](target, out, size, SPLIT=split, BLOCK=block)
+        if split == 1:
+            return out
+        parts = Partials(target, weight.out_dtype)
+        return parts if keep_parts else parts.total()
+
+    def total(parts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        split, rows, cols = parts.shape
+        out = torch.empty((rows, cols), dtype=dtype, device=parts.device)
+        size, block = rows * cols, 1024
+        add_partials[(triton.cdiv(size, block),)](parts, out, size, SPLIT=split, BLOCK=block)
         return out
 
+    return run, total
     return run
 
 
@@ -260,18 +299,51 @@ def _sm_count(device: torch.device) -> int:
 _SMALL_GEMM_CUDA = None
 
 
-def small_gemm(
-    xq: torch.Tensor, x_scale: torch.Tensor | None, weight: Fp8Weight, **config
-) -> torch.Tensor:
-    """``xq @ weight.T`` scaled per row and per channel, for at most ``SMALL_ROWS``
-    contiguous rows whose depth is a multiple of ``SMALL_BLOCK_K`` (``small_fits``);
-    ``x_scale`` None: ``xq`` is 16-bit rows, multiplied as they are by the weights widened
-    to their type (no quantize step: few rows cost the weights' reading, not the MMAs);
-    ``config``: tile sizes and ``split`` (parts of K; default ``split_for``)."""
+def _small_kernels():
     global _SMALL_GEMM_CUDA
     if _SMALL_GEMM_CUDA is None:
         _SMALL_GEMM_CUDA = _triton_small_gemm()
-    return _SMALL_GEMM_CUDA(xq, x_scale, weight, **config)
+    return _SMALL_GEMM_CUDA
+
+
+def small_gemm(
+    xq: torch.Tensor, x_scale: torch.Tensor | None, weight: Fp8Weight, **config
+) -> torch.Tensor | Partials:
+    """``xq @ weight.T`` scaled per row and per channel, for at most ``SMALL_ROWS``
+    contiguous rows whose depth is a multiple of ``SMALL_BLOCK_K`` (``small_fits``);
+    ``x_scale`` None: ``xq`` is 16-bit rows, multiplied as they are by the weights widened
+    to their type (no quantize step: few rows cost the weights' reading, not the MMAs).
+    ``config``: tile sizes; ``split`` (parts of K; default ``split_for``); ``paired``:
+    the weight holds gate rows then as many up rows, and the result is ``silu(gate) *
+    up`` (the MLP's activation, computed in the epilogue); ``keep_parts``: a split product
+    comes back as its ``Partials``, for a consumer that adds them up as it loads them."""
+    return _small_kernels()[0](xq, x_scale, weight, **config)
+
+
+def use_libdevice() -> bool:
+    """libdevice's expf (as torch computes it), except in the CPU interpreter (tests)."""
+    return os.environ.get("TRITON_INTERPRET") != "1"
+
+
+@dataclass
+class Partials:
+    """A split-K product not yet added up: float32 ``parts`` (parts, rows, cols), to be
+    summed in order and rounded to ``dtype`` (``total``, or a kernel that sums on load)."""
+
+    parts: torch.Tensor
+    dtype: torch.dtype
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.parts.shape[1:]
+
+    def total(self) -> torch.Tensor:
+        return _small_kernels()[1](self.parts, self.dtype)
+
+
+def dense(x: torch.Tensor | Partials) -> torch.Tensor:
+    """``x`` as one tensor (partials added up)."""
+    return x.total() if isinstance(x, Partials) else x
 
 
 def small_fits(xq: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -307,18 +379,27 @@ class Fp8Weight:
         q, scale = quantize_weight(weight)
         return cls(q, scale, None if bias is None else bias.detach(), weight.dtype)
 
-    def __call__(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
+    def _rows(self, x: torch.Tensor | Fp8Rows) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The GEMM's rows and their scales: quantized rows as they are, few 16-bit rows on
+        a GPU unquantized (scales None), any others quantized here."""
         if isinstance(x, Fp8Rows):
-            shape, (xq, x_scale) = x.q.shape, (x.q, x.scale)
-        else:
-            shape = x.shape
-            rows = x.reshape(-1, shape[-1])
-            if rows.is_cuda and rows.shape[0] <= WIDE_ROWS and small_fits(rows, self.weight):
-                out = small_gemm(rows, None, self)
-                return self._finish(out, shape)
-            xq, x_scale = quantize_rows(rows)
+            return x.q, x.scale
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.is_cuda and rows.shape[0] <= WIDE_ROWS and small_fits(rows, self.weight):
+            return rows, None
+        return quantize_rows(rows)
+
+    def __call__(
+        self, x: torch.Tensor | Fp8Rows, keep_parts: bool = False
+    ) -> torch.Tensor | Partials:
+        """``x @ weight.T``; ``keep_parts``: a split-K product may come back as its
+        ``Partials`` (the consumer adds them up)."""
+        shape = x.q.shape if isinstance(x, Fp8Rows) else x.shape
+        xq, x_scale = self._rows(x)
         if xq.is_cuda and small_fits(xq, self.weight):
-            out = small_gemm(xq, x_scale, self)
+            out = small_gemm(xq, x_scale, self, keep_parts=keep_parts and self.bias is None)
+            if isinstance(out, Partials):
+                return out
         elif xq.is_cuda:
             out = torch._scaled_mm(
                 xq,
@@ -331,17 +412,34 @@ class Fp8Weight:
             out = ((xq.float() @ self.weight.float().t()) * x_scale * self.scale).to(self.out_dtype)
         return self._finish(out, shape)
 
+    def silu_mul(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor | None:
+        """``silu(gate) * up`` of this weight's product (gate rows, then as many up rows) in
+        one kernel, where the few-row kernel takes ``x`` (the SiLU·mul in its epilogue);
+        None elsewhere: the caller runs the GEMM and SiLU·mul."""
+        lead = x.q if isinstance(x, Fp8Rows) else x.reshape(-1, x.shape[-1])
+        half = self.weight.shape[0] // 2
+        if not (lead.is_cuda and small_fits(lead, self.weight)) or self.bias is not None:
+            return None
+        if 2 * half != self.weight.shape[0]:
+            return None
+        xq, x_scale = self._rows(x)
+        out = small_gemm(xq, x_scale, self, paired=True)
+        shape = x.q.shape if isinstance(x, Fp8Rows) else x.shape
+        return out.reshape(*shape[:-1], half)  # type: ignore[union-attr]
+
     def _finish(self, out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*shape[:-1], out.shape[-1])
 
 
-def linear(x: torch.Tensor | Fp8Rows, weight: torch.Tensor | Fp8Weight) -> torch.Tensor:
+def linear(
+    x: torch.Tensor | Fp8Rows, weight: torch.Tensor | Fp8Weight, keep_parts: bool = False
+) -> torch.Tensor | Partials:
     """``F.linear`` for a plain weight, the FP8 GEMM for an ``Fp8Weight`` (which also takes
-    rows a fused kernel quantized)."""
+    rows a fused kernel quantized; ``keep_parts``: see ``Fp8Weight.__call__``)."""
     if isinstance(weight, Fp8Weight):
-        return weight(x)
+        return weight(x, keep_parts)
     if isinstance(x, Fp8Rows):
         raise TypeError("quantized rows need an FP8 weight")
     return F.linear(x, weight)

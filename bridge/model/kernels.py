@@ -13,13 +13,21 @@ model's dtype where transformers rounds), so results stay within bf16 noise of i
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from bridge.model.fp8 import FP8, FP8_MAX, MIN_SCALE, Fp8Rows, quantize_rows_reference
+from bridge.model.fp8 import (
+    FP8,
+    FP8_MAX,
+    MIN_SCALE,
+    Fp8Rows,
+    Partials,
+    dense,
+    quantize_rows_reference,
+    use_libdevice,
+)  # fmt: skip
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
@@ -40,10 +48,11 @@ def rms_norm_torch(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
 
 
 def add_rms_norm_torch(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+    x: torch.Tensor | Partials, residual: torch.Tensor, weight: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(``residual + x``, its RMSNorm): the residual stream and the next block's input."""
-    total = residual + x
+    """(``residual + x``, its RMSNorm): the residual stream and the next block's input
+    (``x`` may be a split GEMM's partials: added up first)."""
+    total = residual + dense(x)
     return total, rms_norm_torch(total, weight, eps)
 
 
@@ -79,7 +88,7 @@ def silu_mul_torch(gate_up: torch.Tensor) -> torch.Tensor:
 
 
 def add_rms_norm_fp8_torch(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+    x: torch.Tensor | Partials, residual: torch.Tensor, weight: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, Fp8Rows]:
     """``add_rms_norm`` whose normed output is quantized per token for an FP8 GEMM."""
     total, normed = add_rms_norm_torch(x, residual, weight, eps)
@@ -111,15 +120,21 @@ if triton is not None:
 
     @triton.jit
     def _add_rmsnorm(
-        x_ptr, res_ptr, w_ptr, sum_ptr, out_ptr, s_ptr, n_cols, eps, fp8_max, min_scale,
-        BLOCK: tl.constexpr, QUANT: tl.constexpr,
+        x_ptr, res_ptr, w_ptr, sum_ptr, out_ptr, s_ptr, n_cols, part_size, eps, fp8_max,
+        min_scale, BLOCK: tl.constexpr, QUANT: tl.constexpr, PARTS: tl.constexpr,
     ):  # fmt: skip
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         keep = cols < n_cols
-        x = tl.load(x_ptr + row * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
-        r = tl.load(res_ptr + row * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
         dt = sum_ptr.dtype.element_ty
+        # x: a tensor (PARTS 1), or a split GEMM's float32 partials, added in order and
+        # rounded as fp8.Partials.total does
+        x = tl.zeros((BLOCK,), dtype=tl.float32)
+        for part in tl.static_range(PARTS):
+            x += tl.load(x_ptr + part * part_size + row * n_cols + cols, mask=keep, other=0.0)
+        if PARTS > 1:
+            x = x.to(dt).to(tl.float32)
+        r = tl.load(res_ptr + row * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
         total = (r + x).to(dt)
         tl.store(sum_ptr + row * n_cols + cols, total, keep)
         t = total.to(tl.float32)
@@ -190,11 +205,6 @@ if triton is not None:
         tl.store(out_ptr + row * n_cols + cols, out, keep)
 
 
-def _libdevice() -> bool:
-    """libdevice's expf (as torch computes it), except in the CPU interpreter (tests)."""
-    return os.environ.get("TRITON_INTERPRET") != "1"
-
-
 NORM_ROPE_HEADS = 8  # heads per program: 40 q+k heads of Qwen3-4B are 5 blocks, no padding
 
 
@@ -206,33 +216,44 @@ def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.
     return out.view(x.shape)
 
 
+def _add_rms_norm_launch(
+    x: torch.Tensor | Partials, residual: torch.Tensor, weight: torch.Tensor, eps: float,
+    out: torch.Tensor, scale: torch.Tensor | None,
+) -> torch.Tensor:  # fmt: skip
+    """Run ``_add_rmsnorm`` into ``out`` (FP8 with ``scale``: quantized); the sum back."""
+    n = residual.shape[-1]
+    res = residual.contiguous().view(-1, n)
+    if isinstance(x, Partials):
+        source, parts = x.parts, x.parts.shape[0]
+    else:
+        source, parts = x.contiguous().view(-1, n), 1
+    rows = res.shape[0]
+    total = torch.empty_like(res)
+    _add_rmsnorm[(rows,)](
+        source, res, weight, total, out, out if scale is None else scale, n, rows * n, eps,
+        FP8_MAX, MIN_SCALE, BLOCK=triton.next_power_of_2(n), QUANT=scale is not None,
+        PARTS=parts,
+    )  # fmt: skip
+    return total.view(residual.shape)
+
+
 def add_rms_norm_triton(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+    x: torch.Tensor | Partials, residual: torch.Tensor, weight: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    n = x.shape[-1]
-    flat, res = x.contiguous().view(-1, n), residual.contiguous().view(-1, n)
-    total, out = torch.empty_like(flat), torch.empty_like(flat)
-    block = triton.next_power_of_2(n)
-    _add_rmsnorm[(flat.shape[0],)](
-        flat, res, weight, total, out, out, n, eps, FP8_MAX, MIN_SCALE, BLOCK=block, QUANT=False
-    )
-    return total.view(x.shape), out.view(x.shape)
+    out = torch.empty_like(residual)
+    total = _add_rms_norm_launch(x, residual, weight, eps, out, None)
+    return total, out
 
 
 def add_rms_norm_fp8_triton(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+    x: torch.Tensor | Partials, residual: torch.Tensor, weight: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, Fp8Rows]:
-    n = x.shape[-1]
-    flat, res = x.contiguous().view(-1, n), residual.contiguous().view(-1, n)
-    rows = flat.shape[0]
-    total = torch.empty_like(flat)
-    q = torch.empty((rows, n), dtype=FP8, device=x.device)
-    scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
-    block = triton.next_power_of_2(n)
-    _add_rmsnorm[(rows,)](
-        flat, res, weight, total, q, scale, n, eps, FP8_MAX, MIN_SCALE, BLOCK=block, QUANT=True
-    )
-    return total.view(x.shape), Fp8Rows(q, scale)
+    n = residual.shape[-1]
+    rows = residual.numel() // n
+    q = torch.empty((rows, n), dtype=FP8, device=residual.device)
+    scale = torch.empty((rows, 1), dtype=torch.float32, device=residual.device)
+    total = _add_rms_norm_launch(x, residual, weight, eps, q, scale)
+    return total, Fp8Rows(q, scale)
 
 
 def norm_rope_triton(
@@ -262,7 +283,7 @@ def silu_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
     out = torch.empty((flat.shape[0], n), dtype=gate_up.dtype, device=gate_up.device)
     block = 1024
     _silu_mul[(flat.shape[0], triton.cdiv(n, block))](
-        flat, out, n, BLOCK=block, LIBDEVICE=_libdevice()
+        flat, out, n, BLOCK=block, LIBDEVICE=use_libdevice()
     )
     return out.view(*gate_up.shape[:-1], n)
 
@@ -278,6 +299,8 @@ class Ops:
     silu_mul: Callable[[torch.Tensor], torch.Tensor]
     # add_rms_norm with its normed output quantized for an FP8 GEMM (--quantize fp8)
     add_rms_norm_fp8: Callable[..., tuple[torch.Tensor, Fp8Rows]]
+    # the steps may also run inside our Triton GEMMs (SiLU·mul in a few-row FP8 GEMM)
+    in_gemms: bool = False
 
 
 TORCH_OPS = Ops(
@@ -286,7 +309,7 @@ TORCH_OPS = Ops(
 )  # fmt: skip
 TRITON_OPS = Ops(
     "triton", rms_norm_triton, add_rms_norm_triton, norm_rope_triton, silu_mul_triton,
-    add_rms_norm_fp8_triton,
+    add_rms_norm_fp8_triton, in_gemms=True,
 )  # fmt: skip
 
 

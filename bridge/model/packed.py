@@ -2,10 +2,12 @@
 
 No padding is computed and no attention mask is built: attention is variable-length
 flash attention (``cu_seqlens``) on CUDA, one causal attention per sequence elsewhere.
-Each block is three GEMMs around the fused steps of ``kernels.py`` (q/k/v and gate/up
-each one GEMM), and the last block computes only the rows that are pooled (each
-sequence's last token). The weights are those of the loaded transformers model; fused
-GEMM weights are built once and the model's own weights become views of them.
+Each block is four GEMMs around the fused steps of ``kernels.py`` (q/k/v and gate/up
+each one GEMM; with FP8 and few rows, SiLU·mul runs in the gate/up GEMM and split-K
+partials are added up by the residual-add kernel: fp8.py), and the last block computes
+only the rows that are pooled (each sequence's last token). The weights are those of the
+loaded transformers model; fused GEMM weights are built once and the model's own weights
+become views of them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bridge.model.errors import Unsupported
-from bridge.model.fp8 import Fp8Rows, Fp8Weight, linear
+from bridge.model.fp8 import Fp8Rows, Fp8Weight, Partials, linear
 from bridge.model.kernels import Ops
 
 
@@ -201,9 +203,10 @@ class PackedQwen3:
             v = qkv[:, nq + nk :].view(-1, self.kv_heads, d)
             out = attention(q, k, v, cu_q, b.cu_seqlens, max_q, b.max_len, causal)
             h, x = self._add_norm(
-                linear(out.view(-1, nq), layer.o), h, layer.norm_post, layer.gate_up
-            )
-            down = linear(ops.silu_mul(linear(x, layer.gate_up)), layer.down)
+                linear(out.view(-1, nq), layer.o, keep_parts=True), h, layer.norm_post,
+                layer.gate_up,
+            )  # fmt: skip
+            down = linear(self._activation(x, layer.gate_up), layer.down, keep_parts=True)
             if i + 1 < len(self.layers):
                 following = self.layers[i + 1]
                 h, x = self._add_norm(down, h, following.norm_in, following.qkv)
@@ -211,15 +214,25 @@ class PackedQwen3:
                 h, x = ops.add_rms_norm(down, h, self.final_norm, eps)
         return x.float()  # type: ignore[union-attr]
 
+    def _activation(self, x: torch.Tensor | Fp8Rows, gate_up: torch.Tensor | Fp8Weight):
+        """The MLP's ``silu(gate) * up``: one kernel where the FP8 GEMM takes SiLU·mul in
+        its epilogue (few rows), else the GEMM and then SiLU·mul."""
+        if self.ops.in_gemms and isinstance(gate_up, Fp8Weight):
+            act = gate_up.silu_mul(x)
+            if act is not None:
+                return act
+        return self.ops.silu_mul(linear(x, gate_up))
+
     def _add_norm(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | Partials,
         residual: torch.Tensor,
         weight: torch.Tensor,
         consumer: torch.Tensor | Fp8Weight,
     ) -> tuple[torch.Tensor, torch.Tensor | Fp8Rows]:
-        """Residual add + RMSNorm; the normed rows come quantized when ``consumer`` (the
-        GEMM they feed) is FP8."""
+        """Residual add + RMSNorm (``x`` may be a split GEMM's partials: added up as they
+        are loaded); the normed rows come quantized when ``consumer`` (the GEMM they feed)
+        is FP8."""
         if isinstance(consumer, Fp8Weight):
             return self.ops.add_rms_norm_fp8(x, residual, weight, self.eps)
         return self.ops.add_rms_norm(x, residual, weight, self.eps)

@@ -157,6 +157,17 @@ q, s = quantize(normed)
 assert torch.equal(total, want_total)
 assert torch.equal(fused.q.float(), q.float()) and torch.equal(fused.scale, s), "add_rms_norm"
 assert fused.q[4].float().eq(0).all()
+# a split GEMM's float32 partials, added up while loaded: as if added up first
+parts = fp8.Partials(torch.randn(3, 5, 96) * 4, torch.bfloat16)
+rb = r.bfloat16()
+for fn in (ops.add_rms_norm, ops.add_rms_norm_fp8):
+    (t1, o1), (t2, o2) = fn(parts, rb, w, 1e-6), fn(parts.total(), rb, w, 1e-6)
+    assert torch.equal(t1, t2), fn
+    exact = rb.float() + parts.parts.sum(0)
+    assert torch.allclose(t1.float(), exact, rtol=2**-6, atol=1e-2), fn
+    if isinstance(o1, fp8.Fp8Rows):
+        o1, o2 = o1.q.float(), o2.q.float()
+    assert torch.equal(o1, o2), fn
 print("ok")
 """
     env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -181,6 +192,7 @@ def test_small_row_gemm_equals_the_scaled_float_product():
     script = """
 import torch
 from bridge.model import fp8
+from bridge.model.kernels import silu_mul_torch
 torch.manual_seed(0)
 for rows, cols, depth in [(1, 40, 512), (16, 96, 256), (33, 48, 768)]:
     w = torch.randn(cols, depth) * torch.logspace(-2, 1, cols)[:, None]
@@ -204,6 +216,20 @@ for rows, cols, depth in [(1, 40, 512), (16, 96, 256), (33, 48, 768)]:
     for split in (1, 3):
         got = fp8.small_gemm(x16, None, weight, split=split).float()
         assert torch.allclose(got, wide, rtol=2**-9, atol=1e-5 * wide.abs().max()), split
+    # partials kept for the consumer (K of one block: nothing to split, a tensor)
+    kept = fp8.small_gemm(x16, None, weight, split=3, keep_parts=True)
+    if depth > fp8.SMALL_BLOCK_K:
+        assert isinstance(kept, fp8.Partials) and kept.shape == (rows, cols)
+        kept = kept.total()
+    assert torch.equal(kept, fp8.small_gemm(x16, None, weight, split=3))
+    # a gate/up weight: silu(gate) * up in the epilogue, rounded as the two kernels round
+    gate_up = fp8.Fp8Weight.of(torch.randn(2 * cols, depth).half())
+    for rows_in, scale in ((xq, xs), (x16, None)):
+        product = fp8.small_gemm(rows_in, scale, gate_up, split=1)
+        want = silu_mul_torch(product).float()
+        got = fp8.small_gemm(rows_in, scale, gate_up, paired=True).float()
+        assert got.shape == (rows, cols)
+        assert torch.allclose(got, want, rtol=2**-9, atol=1e-5 * want.abs().max()), rows
 assert fp8.split_for(16, 2560, 4096, 132) == 4  # 80 column blocks: too few for 132 SMs
 assert fp8.split_for(16, 6144, 2560, 132) == 1  # 192 blocks: enough
 assert fp8.split_for(64, 2560, 4096, 132) == 1  # many rows: the partials cost more
