@@ -129,10 +129,12 @@ if triton is not None:
         dt = sum_ptr.dtype.element_ty
         # x: a tensor (PARTS 1), or a split GEMM's float32 partials, added in order and
         # rounded as fp8.Partials.total does
-        x = tl.zeros((BLOCK,), dtype=tl.float32)
-        for part in tl.static_range(PARTS):
-            x += tl.load(x_ptr + part * part_size + row * n_cols + cols, mask=keep, other=0.0)
-        if PARTS > 1:
+        if PARTS == 1:
+            x = tl.load(x_ptr + row * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
+        else:
+            x = tl.zeros((BLOCK,), dtype=tl.float32)
+            for part in tl.static_range(PARTS):
+                x += tl.load(x_ptr + part * part_size + row * n_cols + cols, mask=keep, other=0.0)
             x = x.to(dt).to(tl.float32)
         r = tl.load(res_ptr + row * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
         total = (r + x).to(dt)
@@ -240,7 +242,7 @@ def _add_rms_norm_launch(
 def add_rms_norm_triton(
     x: torch.Tensor | Partials, residual: torch.Tensor, weight: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    out = torch.empty_like(residual)
+    out = torch.empty(residual.shape, dtype=residual.dtype, device=residual.device)
     total = _add_rms_norm_launch(x, residual, weight, eps, out, None)
     return total, out
 
