@@ -7,10 +7,10 @@ For 1 x 16 and 10 x 128 tokens, each stage adds one layer around the previous on
 pack, copy in, replay, copy out), ``prepare`` (the tokenizer alone, not a layer),
 ``batcher`` (forward through the batcher's worker thread), ``embed_sync`` (tokenizer +
 batcher), ``embed_async`` (the server's path: tokenizer pool, batcher, event loop
-wake-up), ``http_raw`` (our server, a minimal ``http.client`` in another process) and ``http_httpx``
-(the same with httpx, as bench/gpu.py measures). Differences between neighbours are the
-cost of each layer. Also: the kernels of one eager forward of each shape (torch
-profiler), and the GPU memory the loaded model holds.
+wake-up), ``http_raw`` (our server, a minimal ``http.client`` in another process) and
+``http_httpx`` (the same with httpx, as bench/gpu.py measures). Differences between
+neighbours are the cost of each layer. Also: the kernels of one eager forward of each
+shape (torch profiler), and the GPU memory the loaded model holds.
 """
 
 from __future__ import annotations

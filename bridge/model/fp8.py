@@ -286,7 +286,6 @@ def _triton_small_gemm():
         return out
 
     return run, total
-    return run
 
 
 @functools.cache
@@ -379,23 +378,24 @@ class Fp8Weight:
         q, scale = quantize_weight(weight)
         return cls(q, scale, None if bias is None else bias.detach(), weight.dtype)
 
-    def _rows(self, x: torch.Tensor | Fp8Rows) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The GEMM's rows and their scales: quantized rows as they are, few 16-bit rows on
-        a GPU unquantized (scales None), any others quantized here."""
+    def _rows(
+        self, x: torch.Tensor | Fp8Rows
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Size]:
+        """The GEMM's rows, their scales and the input's shape: quantized rows as they are,
+        few 16-bit rows on a GPU unquantized (scales None), any others quantized here."""
         if isinstance(x, Fp8Rows):
-            return x.q, x.scale
+            return x.q, x.scale, x.q.shape
         rows = x.reshape(-1, x.shape[-1])
         if rows.is_cuda and rows.shape[0] <= WIDE_ROWS and small_fits(rows, self.weight):
-            return rows, None
-        return quantize_rows(rows)
+            return rows, None, x.shape
+        return *quantize_rows(rows), x.shape
 
     def __call__(
         self, x: torch.Tensor | Fp8Rows, keep_parts: bool = False
     ) -> torch.Tensor | Partials:
         """``x @ weight.T``; ``keep_parts``: a split-K product may come back as its
         ``Partials`` (the consumer adds them up)."""
-        shape = x.q.shape if isinstance(x, Fp8Rows) else x.shape
-        xq, x_scale = self._rows(x)
+        xq, x_scale, shape = self._rows(x)
         if xq.is_cuda and small_fits(xq, self.weight):
             out = small_gemm(xq, x_scale, self, keep_parts=keep_parts and self.bias is None)
             if isinstance(out, Partials):
@@ -417,15 +417,13 @@ class Fp8Weight:
         one kernel, where the few-row kernel takes ``x`` (the SiLU·mul in its epilogue);
         None elsewhere: the caller runs the GEMM and SiLU·mul."""
         lead = x.q if isinstance(x, Fp8Rows) else x.reshape(-1, x.shape[-1])
-        half = self.weight.shape[0] // 2
-        if not (lead.is_cuda and small_fits(lead, self.weight)) or self.bias is not None:
+        rows_out = self.weight.shape[0]
+        takes = lead.is_cuda and small_fits(lead, self.weight) and self.bias is None
+        if not takes or rows_out % 2:
             return None
-        if 2 * half != self.weight.shape[0]:
-            return None
-        xq, x_scale = self._rows(x)
+        xq, x_scale, shape = self._rows(x)
         out = small_gemm(xq, x_scale, self, paired=True)
-        shape = x.q.shape if isinstance(x, Fp8Rows) else x.shape
-        return out.reshape(*shape[:-1], half)  # type: ignore[union-attr]
+        return out.reshape(*shape[:-1], rows_out // 2)  # type: ignore[union-attr]
 
     def _finish(self, out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         if self.bias is not None:

@@ -220,9 +220,10 @@ def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.
 
 def _add_rms_norm_launch(
     x: torch.Tensor | Partials, residual: torch.Tensor, weight: torch.Tensor, eps: float,
-    out: torch.Tensor, scale: torch.Tensor | None,
-) -> torch.Tensor:  # fmt: skip
-    """Run ``_add_rmsnorm`` into ``out`` (FP8 with ``scale``: quantized); the sum back."""
+    quantize: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """Run ``_add_rmsnorm``: (the sum, the normed rows, their FP8 scales when
+    ``quantize`` (the rows then FP8) else None), each with ``residual``'s rows."""
     n = residual.shape[-1]
     res = residual.contiguous().view(-1, n)
     if isinstance(x, Partials):
@@ -231,31 +232,27 @@ def _add_rms_norm_launch(
         source, parts = x.contiguous().view(-1, n), 1
     rows = res.shape[0]
     total = torch.empty_like(res)
+    out = torch.empty((rows, n), dtype=FP8 if quantize else res.dtype, device=res.device)
+    scale = torch.empty((rows, 1), dtype=torch.float32, device=res.device) if quantize else None
     _add_rmsnorm[(rows,)](
         source, res, weight, total, out, out if scale is None else scale, n, rows * n, eps,
-        FP8_MAX, MIN_SCALE, BLOCK=triton.next_power_of_2(n), QUANT=scale is not None,
-        PARTS=parts,
+        FP8_MAX, MIN_SCALE, BLOCK=triton.next_power_of_2(n), QUANT=quantize, PARTS=parts,
     )  # fmt: skip
-    return total.view(residual.shape)
+    return total.view(residual.shape), out, scale
 
 
 def add_rms_norm_triton(
     x: torch.Tensor | Partials, residual: torch.Tensor, weight: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    out = torch.empty(residual.shape, dtype=residual.dtype, device=residual.device)
-    total = _add_rms_norm_launch(x, residual, weight, eps, out, None)
-    return total, out
+    total, out, _ = _add_rms_norm_launch(x, residual, weight, eps, quantize=False)
+    return total, out.view(residual.shape)
 
 
 def add_rms_norm_fp8_triton(
     x: torch.Tensor | Partials, residual: torch.Tensor, weight: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, Fp8Rows]:
-    n = residual.shape[-1]
-    rows = residual.numel() // n
-    q = torch.empty((rows, n), dtype=FP8, device=residual.device)
-    scale = torch.empty((rows, 1), dtype=torch.float32, device=residual.device)
-    total = _add_rms_norm_launch(x, residual, weight, eps, q, scale)
-    return total, Fp8Rows(q, scale)
+    total, q, scale = _add_rms_norm_launch(x, residual, weight, eps, quantize=True)
+    return total, Fp8Rows(q, scale)  # type: ignore[arg-type]
 
 
 def norm_rope_triton(
