@@ -24,6 +24,7 @@ from bridge.server.errors import (
     error_responses,
     install_error_handlers,
 )
+from bridge.server.fast_path import EMBEDDINGS_PATH, Call, FastEmbeddings, replaying
 from bridge.server.lifecycle import Lifecycle, unless_client_leaves
 from bridge.server.metrics import CONTENT_TYPE, Metrics
 from bridge.server.schemas import (
@@ -85,16 +86,7 @@ class LimitsAndMetrics:
                     await self._too_large(scope, receive, send)
                     self._record(scope, 413, started)
                     return
-            replayed = False
-
-            async def receive_buffered():
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": bytes(body), "more_body": False}
-                return await receive()
-
-            receive = receive_buffered
+            receive = replaying(bytes(body), receive)
 
         async def recording_send(message) -> None:
             nonlocal status
@@ -119,9 +111,6 @@ class LimitsAndMetrics:
         name = getattr(route, "path", None) or "other"
         self.metrics.requests.labels(name, str(status)).inc()
         self.metrics.latency.labels(name).observe(time.perf_counter() - started)
-
-
-TIMEOUT_HEADER = "x-request-timeout"
 
 
 def _deadline(raw: str | None) -> float | None:
@@ -236,7 +225,6 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(LimitsAndMetrics, max_bytes=settings.max_request_bytes, metrics=metrics)
     app.state.service = service
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
@@ -265,16 +253,16 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
     # resolution was ~0.1 ms of each request's host time).
     auth = [Depends(require_key)] if keys.enabled else []
 
-    async def guarded(request: Request, work: Callable[[float | None], Awaitable[T]]) -> T:
+    async def guarded(call: Call, work: Callable[[float | None], Awaitable[T]]) -> T:
         """Run ``work(deadline)`` for one HTTP request: refused while draining, dropped from
         the queue if the client leaves or its ``X-Request-Timeout`` passes. Any BridgeError
         (bad input, overload, shutdown...) is answered by errors.py."""
-        deadline = _deadline(request.headers.get(TIMEOUT_HEADER))
+        deadline = _deadline(call.timeout)
         with lifecycle.request():
-            return await unless_client_leaves(request, work(deadline))
+            return await unless_client_leaves(call.receive, work(deadline))
 
     async def run(
-        request: Request,
+        call: Call,
         inputs: Sequence[str] | Sequence[Sequence[int]],
         dimensions: int | None,
         input_type: InputType,
@@ -285,31 +273,21 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
     ) -> EmbedResult:
         """Embed for one HTTP request (``guarded``)."""
         return await guarded(
-            request,
+            call,
             lambda deadline: service.embed(
                 inputs, dimensions, input_type, instruction, truncate, normalize, deadline, titles
             ),
         )
 
-    @app.post(
-        "/v1/embeddings",
-        dependencies=auth,
-        tags=["OpenAI"],
-        responses={
-            200: {"model": EmbeddingResponse, "description": "One vector per input, in order"},
-            **error_responses(400, 401, 413, 429, 503),
-        },
-    )
-    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
-        """Embed texts or token-id lists; `data` comes back in input order. With `passages`,
-        each document is split and `data[i].passages` holds its passages' vectors."""
+    async def answer_embeddings(body: EmbeddingRequest, call: Call) -> Response:
+        """The answer to a valid ``/v1/embeddings`` body (the route's and the fast path's)."""
         inputs = _as_inputs(body.input, settings.max_inputs_per_request)
         titles = _titles(body, len(inputs))
         encode = _base64 if body.encoding_format == "base64" else _floats
         if body.passages is not None:
             spec = PassageSpec.of(body.passages.max_tokens, body.passages.overlap)
             split = await guarded(
-                request,
+                call,
                 lambda deadline: service.embed_passages(
                     inputs,  # type: ignore[arg-type]
                     spec,
@@ -333,7 +311,7 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
             tokens = split.prompt_tokens
         else:
             result = await run(
-                request,
+                call,
                 inputs,
                 body.dimensions,
                 body.input_type,
@@ -350,6 +328,20 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         return _json({"object": "list", "data": data, "model": model_name, "usage": usage})
 
     @app.post(
+        EMBEDDINGS_PATH,
+        dependencies=auth,
+        tags=["OpenAI"],
+        responses={
+            200: {"model": EmbeddingResponse, "description": "One vector per input, in order"},
+            **error_responses(400, 401, 413, 429, 503),
+        },
+    )
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+        """Embed texts or token-id lists; `data` comes back in input order. With `passages`,
+        each document is split and `data[i].passages` holds its passages' vectors."""
+        return await answer_embeddings(body, Call.of(request))
+
+    @app.post(
         "/embed",
         dependencies=auth,
         tags=["TEI"],
@@ -362,7 +354,7 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         """Text-embeddings-inference shape: `{"inputs": ...}` answers `[[...], ...]`."""
         inputs = _as_inputs(body.inputs, settings.max_inputs_per_request)
         result = await run(
-            request,
+            Call.of(request),
             inputs,
             body.dimensions,
             body.input_type,
@@ -439,4 +431,8 @@ def create_app(service: EmbeddingService, settings: ServerSettings | None = None
         """Prometheus text format."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    # Added last, so outermost: limits and metrics around the fast path around FastAPI.
+    route = next(r for r in app.routes if getattr(r, "path", None) == EMBEDDINGS_PATH)
+    app.add_middleware(FastEmbeddings, answer=answer_embeddings, keys=keys, route=route)
+    app.add_middleware(LimitsAndMetrics, max_bytes=settings.max_request_bytes, metrics=metrics)
     return app

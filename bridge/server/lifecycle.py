@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
 import uvicorn
-from starlette.requests import Request
 
 from bridge.model.errors import BridgeError, ShuttingDown
 
@@ -51,24 +50,38 @@ class Lifecycle:
             self.in_flight -= 1
 
 
-async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``; if the client disconnects first, cancel it (the batcher then drops
-    its queued inputs) and raise ``ClientGone``."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnected(request))
+Receive = Callable[[], Awaitable[dict]]  # the ASGI receive channel of one request
+
+
+async def unless_client_leaves(receive: Receive, work: Awaitable[T]) -> T:
+    """Await ``work`` in this task; if the client disconnects first (``receive``, the
+    request's ASGI channel, says so), cancel it (the batcher then drops its queued
+    inputs) and raise ``ClientGone``. One watching task a request, nothing else."""
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        await _disconnected(receive)
+        left = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not left:
+            raise
+        task.uncancel()
+        raise ClientGone("the client closed the connection") from None
     finally:
-        gone.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    raise ClientGone("the client closed the connection")
+        watcher.cancel()
 
 
-async def _disconnected(request: Request) -> None:
+async def _disconnected(receive: Receive) -> None:
     """Returns when the client has gone (the body has been read already)."""
-    while (await request.receive())["type"] != "http.disconnect":
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
