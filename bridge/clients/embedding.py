@@ -3,7 +3,6 @@ outstanding requests, fail-over to the others, and retries."""
 
 from __future__ import annotations
 
-import base64
 import itertools
 import threading
 import time
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 import numpy as np
+import pybase64
 
 from bridge.clients.errors import ClientError
 from bridge.clients.retry import DEFAULT_RETRY_SECONDS, call_with_retries
@@ -79,7 +79,7 @@ class Passage:
 
 
 def _vector(encoded: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(encoded), dtype="<f4")
+    return np.frombuffer(pybase64.b64decode(encoded, validate=True), dtype="<f4")
 
 
 class EmbeddingClient:
