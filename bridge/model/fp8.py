@@ -319,9 +319,14 @@ def small_gemm(
     return _small_kernels()[0](xq, x_scale, weight, **config)
 
 
+def interpreting() -> bool:
+    """Whether Triton kernels run in its CPU interpreter (the tests)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def use_libdevice() -> bool:
     """libdevice's expf (as torch computes it), except in the CPU interpreter (tests)."""
-    return os.environ.get("TRITON_INTERPRET") != "1"
+    return not interpreting()
 
 
 @dataclass

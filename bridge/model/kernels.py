@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bridge.model.attention import attention_any, attention_fused
 from bridge.model.fp8 import (
     FP8,
     FP8_MAX,
@@ -298,17 +299,19 @@ class Ops:
     silu_mul: Callable[[torch.Tensor], torch.Tensor]
     # add_rms_norm with its normed output quantized for an FP8 GEMM (--quantize fp8)
     add_rms_norm_fp8: Callable[..., tuple[torch.Tensor, Fp8Rows]]
+    # attention over packed sequences (bridge/model/attention.py)
+    attention: Callable[..., torch.Tensor]
     # the steps may also run inside our Triton GEMMs (SiLU·mul in a few-row FP8 GEMM)
     in_gemms: bool = False
 
 
 TORCH_OPS = Ops(
     "torch", rms_norm_torch, add_rms_norm_torch, norm_rope_torch, silu_mul_torch,
-    add_rms_norm_fp8_torch,
+    add_rms_norm_fp8_torch, attention_any,
 )  # fmt: skip
 TRITON_OPS = Ops(
     "triton", rms_norm_triton, add_rms_norm_triton, norm_rope_triton, silu_mul_triton,
-    add_rms_norm_fp8_triton, in_gemms=True,
+    add_rms_norm_fp8_triton, attention_fused, in_gemms=True,
 )  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """A padding-free Qwen3 forward: the sequences of a batch packed into one row of tokens.
 
 No padding is computed and no attention mask is built: attention is variable-length
-flash attention (``cu_seqlens``) on CUDA, one causal attention per sequence elsewhere.
+(``cu_seqlens``, attention.py): on CUDA our Triton kernel for short sequences and flash
+attention past them, one causal attention per sequence elsewhere.
 Each block is four GEMMs around the fused steps of ``kernels.py`` (q/k/v and gate/up
 each one GEMM; with FP8 and few rows, SiLU·mul runs in the gate/up GEMM and split-K
 partials are added up by the residual-add kernel: fp8.py), and the last block computes
@@ -73,38 +74,6 @@ def pack(
         torch.from_numpy(ids), torch.from_numpy(positions),
         torch.from_numpy(starts.astype(np.int32)), torch.from_numpy(last), int(sizes.max()),
     )  # fmt: skip
-
-
-def attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    cu_q: torch.Tensor,
-    cu_k: torch.Tensor,
-    max_q: int,
-    max_k: int,
-    causal: bool,
-) -> torch.Tensor:
-    """Attention of each sequence's queries over its own keys; q (tokens, heads, dim),
-    k and v (tokens, kv heads, dim) (grouped-query attention)."""
-    scale = q.shape[-1] ** -0.5
-    if q.is_cuda:
-        return torch.ops.aten._flash_attention_forward(
-            q, k, v, cu_q, cu_k, max_q, max_k, 0.0, causal, False, scale=scale
-        )[0]
-    out = torch.empty_like(q)
-    groups = q.shape[1] // k.shape[1]
-    bounds_q, bounds_k = cu_q.tolist(), cu_k.tolist()
-    for i in range(len(bounds_q) - 1):
-        qs, qe, ks, ke = bounds_q[i], bounds_q[i + 1], bounds_k[i], bounds_k[i + 1]
-        if qe == qs:
-            continue
-        qi = q[qs:qe].transpose(0, 1)
-        ki = k[ks:ke].transpose(0, 1).repeat_interleave(groups, dim=0)
-        vi = v[ks:ke].transpose(0, 1).repeat_interleave(groups, dim=0)
-        o = F.scaled_dot_product_attention(qi, ki, vi, is_causal=causal, scale=scale)
-        out[qs:qe] = o.transpose(0, 1)
-    return out
 
 
 @dataclass
@@ -201,7 +170,7 @@ class PackedQwen3:
                 cu_q = torch.arange(pooled + 1, dtype=torch.int32, device=h.device)
                 max_q, causal = 1, False
             v = qkv[:, nq + nk :].view(-1, self.kv_heads, d)
-            out = attention(q, k, v, cu_q, b.cu_seqlens, max_q, b.max_len, causal)
+            out = ops.attention(q, k, v, cu_q, b.cu_seqlens, max_q, b.max_len, causal)
             h, x = self._add_norm(
                 linear(out.view(-1, nq), layer.o, keep_parts=True), h, layer.norm_post,
                 layer.gate_up,

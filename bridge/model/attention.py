@@ -1,0 +1,221 @@
+"""Attention over packed sequences (``cu_seqlens``): each sequence's queries over its own
+keys, grouped-query heads, causal aligned to the end of the keys (a sequence's last query
+sees all its keys), as flash attention defines it.
+
+Three implementations of one definition:
+
+- ``attention_triton``: our Triton kernel, on CUDA for sequences of up to
+  ``TRITON_MAX_KEYS`` tokens. PyTorch's flash attention (FA2) gives each program 128
+  queries of one head, so a short sequence is a few long serial programs. Here a program
+  takes 16 queries of every query head that shares one key/value head (their keys and
+  values loaded once for all of them): more, shorter programs. In CUDA graphs on an H100
+  (bench/gpu_attention.py), a layer of ten 128-token texts takes 16.4 µs against FA2's
+  24.7, one 16-token query 4.1 against 7.4, the last layer's one query a text 3-7 µs
+  against 14-19; sixteen 512-token texts 145 against 233 µs.
+- ``attention_flash``: PyTorch's flash attention on CUDA, for longer sequences.
+- ``attention_reference``: one ``scaled_dot_product_attention`` per sequence, anywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bridge.model.fp8 import interpreting
+
+try:  # Triton ships with PyTorch's CUDA wheels on Linux
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised where Triton is absent
+    triton = None
+
+# The longest key sequence attention_triton is chosen for: on an H100 it took 12% less
+# time than flash attention for two 2,048-token sequences, as long for one of 8,192
+# (bench/gpu_attention.py); longer ones keep flash attention.
+TRITON_MAX_KEYS = 2048
+
+
+def attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_q: torch.Tensor,
+    cu_k: torch.Tensor,
+    max_q: int,
+    max_k: int,
+    causal: bool,
+) -> torch.Tensor:
+    """q (tokens, heads, dim), k and v (tokens, kv heads, dim) -> (tokens, heads, dim)."""
+    out = torch.empty_like(q)
+    groups = q.shape[1] // k.shape[1]
+    bounds_q, bounds_k = cu_q.tolist(), cu_k.tolist()
+    for i in range(len(bounds_q) - 1):
+        qs, qe, ks, ke = bounds_q[i], bounds_q[i + 1], bounds_k[i], bounds_k[i + 1]
+        if qe == qs:
+            continue
+        qi = q[qs:qe].transpose(0, 1)
+        ki = k[ks:ke].transpose(0, 1).repeat_interleave(groups, dim=0)
+        vi = v[ks:ke].transpose(0, 1).repeat_interleave(groups, dim=0)
+        mask, square = None, causal and qe - qs == ke - ks
+        if causal and not square:  # aligned to the end: query i sees keys to i + keys - queries
+            rows = torch.arange(qe - qs, device=q.device)[:, None] + (ke - ks) - (qe - qs)
+            mask = torch.arange(ke - ks, device=q.device)[None, :] <= rows
+        o = F.scaled_dot_product_attention(
+            qi, ki, vi, attn_mask=mask, is_causal=square, scale=_scale(q)
+        )
+        out[qs:qe] = o.transpose(0, 1)
+    return out
+
+
+def attention_flash(q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool) -> torch.Tensor:
+    """PyTorch's variable-length flash attention (CUDA, Ampere or newer, 16-bit)."""
+    return torch.ops.aten._flash_attention_forward(
+        q, k, v, cu_q, cu_k, max_q, max_k, 0.0, causal, False, scale=_scale(q)
+    )[0]
+
+
+def attention_any(q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool) -> torch.Tensor:
+    """Flash attention on CUDA, the per-sequence reference elsewhere."""
+    run = attention_flash if q.is_cuda else attention_reference
+    return run(q, k, v, cu_q, cu_k, max_q, max_k, causal)
+
+
+def attention_fused(q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool) -> torch.Tensor:
+    """Our Triton kernel up to ``TRITON_MAX_KEYS`` keys, flash attention (or the reference)
+    past it or for shapes the kernel does not take."""
+    if max_k <= TRITON_MAX_KEYS and triton_supported(q, k):
+        return attention_triton(q, k, v, cu_q, cu_k, max_q, max_k, causal)
+    return attention_any(q, k, v, cu_q, cu_k, max_q, max_k, causal)
+
+
+def _scale(q: torch.Tensor) -> float:
+    return q.shape[-1] ** -0.5
+
+
+def triton_supported(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """The kernel's shapes: a power-of-two head size of 16 to 256, whole head groups."""
+    dim = q.shape[-1]
+    return (
+        triton is not None
+        and 16 <= dim <= 256
+        and dim & (dim - 1) == 0
+        and q.shape[1] % k.shape[1] == 0
+        and q.dtype in (torch.float16, torch.bfloat16)
+    )
+
+
+def _tiles(max_q: int, max_k: int, group: int) -> dict:
+    """Tile sizes measured best on an H100 (bench/gpu_attention.py): 16 queries of each
+    head of a group a program (at least 16 rows for ``tl.dot``, at most 128), keys in
+    blocks of 32 (16 when there are no more); one query a sequence (the last layer):
+    blocks of 64 keys."""
+    heads = triton.next_power_of_2(group)
+    block = max(16 // heads, min(16, triton.next_power_of_2(max_q)))
+    block = max(1, min(block, 128 // heads))
+    block_n = min(32 if block * heads >= 64 else 64, max(16, triton.next_power_of_2(max_k)))
+    return {"block": block, "block_n": block_n, "stages": 3 if block_n == 32 else 2}
+
+
+def attention_triton(q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool) -> torch.Tensor:
+    """The Triton kernel (CUDA, or Triton's CPU interpreter)."""
+    tiles = _tiles(max_q, max_k, q.shape[1] // k.shape[1])
+    return launch_triton(q, k, v, cu_q, cu_k, max_q, causal, **tiles)
+
+
+def launch_triton(
+    q, k, v, cu_q, cu_k, max_q: int, causal: bool, *,
+    block: int, block_n: int = 64, warps: int = 4, stages: int = 2,
+) -> torch.Tensor:  # fmt: skip
+    """``_attention_kernel`` with its tile sizes given (bench/gpu_attention.py tries them)."""
+    tokens, heads, dim = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads
+    for t in (q, k, v):
+        if t.stride(2) != 1:
+            raise ValueError("attention_triton needs the head dimension contiguous")
+    out = torch.empty((tokens, heads, dim), dtype=q.dtype, device=q.device)
+    grid = (triton.cdiv(max_q, block), cu_q.shape[0] - 1, kv_heads)
+    _attention_kernel[grid](
+        q, k, v, out, cu_q, cu_k,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        out.stride(0), out.stride(1), _scale(q) * 1.4426950408889634, group,
+        CAUSAL=causal, WIDEN=interpreting(), GROUP=triton.next_power_of_2(group),
+        BLOCK_M=block, BLOCK_N=block_n, DIM=dim, num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return out
+
+
+if triton is not None:
+
+    @triton.jit
+    def _attention_kernel(
+        q_ptr, k_ptr, v_ptr, out_ptr, cu_q_ptr, cu_k_ptr,
+        q_st, q_sh, k_st, k_sh, v_st, v_sh, o_st, o_sh, scale_log2, group,
+        CAUSAL: tl.constexpr, WIDEN: tl.constexpr, GROUP: tl.constexpr, BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr, DIM: tl.constexpr,
+    ):  # fmt: skip
+        # One program: BLOCK_M queries of one sequence for the GROUP query heads of one
+        # key/value head, as GROUP * BLOCK_M rows (head-major); online softmax in float32
+        # over blocks of BLOCK_N keys, probabilities rounded to the inputs' dtype for the
+        # second product (as flash attention does).
+        first = tl.program_id(0) * BLOCK_M
+        seq = tl.program_id(1)
+        kv_head = tl.program_id(2)
+        q_start = tl.load(cu_q_ptr + seq)
+        q_len = tl.load(cu_q_ptr + seq + 1) - q_start
+        k_start = tl.load(cu_k_ptr + seq)
+        k_len = tl.load(cu_k_ptr + seq + 1) - k_start
+        if first < q_len:
+            rows = tl.arange(0, GROUP * BLOCK_M)
+            member = rows // BLOCK_M
+            pos = first + rows % BLOCK_M
+            live = (pos < q_len) & (member < group)
+            head = kv_head * group + member
+            dims = tl.arange(0, DIM)
+            q_rows = (q_start + pos).to(tl.int64) * q_st + head * q_sh
+            q = tl.load(q_ptr + q_rows[:, None] + dims[None, :], mask=live[:, None], other=0.0)
+            if WIDEN:  # the CPU interpreter multiplies bf16 wrongly: float32 there
+                q = q.to(tl.float32)
+            shift = k_len - q_len  # causal, aligned to the end of the keys
+            end = k_len
+            if CAUSAL:
+                end = tl.minimum(k_len, first + BLOCK_M + shift)
+            best = tl.full((GROUP * BLOCK_M,), float("-inf"), tl.float32)
+            total = tl.zeros((GROUP * BLOCK_M,), tl.float32)
+            acc = tl.zeros((GROUP * BLOCK_M, DIM), tl.float32)
+            k_base = k_ptr + kv_head * k_sh
+            v_base = v_ptr + kv_head * v_sh
+            for n in range(0, end, BLOCK_N):
+                cols = n + tl.arange(0, BLOCK_N)
+                real = cols < k_len
+                at = (k_start + cols).to(tl.int64)
+                kt = tl.load(
+                    k_base + at[None, :] * k_st + dims[:, None], mask=real[None, :], other=0.0
+                )
+                if WIDEN:
+                    kt = kt.to(tl.float32)
+                s = tl.dot(q, kt) * scale_log2
+                allowed = real[None, :]
+                if CAUSAL:
+                    allowed = allowed & (cols[None, :] <= pos[:, None] + shift)
+                s = tl.where(allowed, s, float("-inf"))
+                new_best = tl.maximum(best, tl.max(s, axis=1))
+                p = tl.exp2(s - new_best[:, None])
+                fade = tl.exp2(best - new_best)
+                total = total * fade + tl.sum(p, axis=1)
+                vb = tl.load(
+                    v_base + at[:, None] * v_st + dims[None, :], mask=real[:, None], other=0.0
+                )
+                p = p.to(v_ptr.dtype.element_ty)  # rounded as flash attention rounds it
+                if WIDEN:
+                    p, vb = p.to(tl.float32), vb.to(tl.float32)
+                acc = acc * fade[:, None] + tl.dot(p, vb)
+                best = new_best
+            o_rows = (q_start + pos).to(tl.int64) * o_st + head * o_sh
+            # a slot without keys (an unused one of a CUDA-graph bucket) gets zeros
+            result = acc / tl.where(total > 0, total, 1.0)[:, None]
+            tl.store(
+                out_ptr + o_rows[:, None] + dims[None, :],
+                result.to(out_ptr.dtype.element_ty),
+                mask=live[:, None],
+            )

@@ -1,0 +1,128 @@
+"""Packed attention (bridge/model/attention.py): the per-sequence reference against the
+softmax written out, and our Triton kernel (Triton's CPU interpreter)
+against the reference: grouped heads, empty slots, strided views, both forms the packed
+forward uses. Its speed against flash attention is measured by bench/gpu_attention.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bridge.model import attention
+
+
+def written_out(q, k, v, causal: bool) -> torch.Tensor:
+    """One sequence: softmax(q kᵀ / √d) v per head, causal aligned to the end of k."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    scores = torch.einsum("qhd,khd->hqk", q, k) / q.shape[-1] ** 0.5
+    if causal:
+        seen = torch.arange(k.shape[0])[None, :] <= torch.arange(q.shape[0])[:, None] + (
+            k.shape[0] - q.shape[0]
+        )
+        scores = scores.masked_fill(~seen, float("-inf"))
+    return torch.einsum("hqk,khd->qhd", scores.softmax(-1), v)
+
+
+def packed(lengths: list[int], heads: int, kv_heads: int, dim: int, dtype=torch.float32):
+    """q, k, v as views of one (tokens, q + k + v) tensor, and the sequences' bounds."""
+    torch.manual_seed(sum(lengths) + heads)
+    tokens = sum(lengths)
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * dim, dtype=dtype)
+    q = qkv[:, : heads * dim].view(tokens, heads, dim)
+    k = qkv[:, heads * dim : (heads + kv_heads) * dim].view(tokens, kv_heads, dim)
+    v = qkv[:, (heads + kv_heads) * dim :].view(tokens, kv_heads, dim)
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths).cumsum(0)
+    return q, k, v, cu
+
+
+def test_reference_is_the_softmax_per_sequence():
+    lengths = [5, 0, 9, 1]
+    q, k, v, cu = packed(lengths, heads=6, kv_heads=2, dim=8)
+    got = attention.attention_reference(q, k, v, cu, cu, 9, 9, True)
+    for s in range(len(lengths)):
+        a, b = int(cu[s]), int(cu[s + 1])
+        if a < b:
+            torch.testing.assert_close(got[a:b], written_out(q[a:b], k[a:b], v[a:b], True))
+
+
+def test_one_query_per_sequence_sees_all_its_keys():
+    """The last layer's form: each sequence's pooled (last) query over its whole text."""
+    lengths = [5, 9, 1]
+    q, k, v, cu = packed(lengths, heads=6, kv_heads=2, dim=8)
+    full = attention.attention_reference(q, k, v, cu, cu, 9, 9, True)
+    last = (cu[1:] - 1).long()
+    cu_q = torch.arange(len(lengths) + 1, dtype=torch.int32)
+    one = attention.attention_reference(q[last], k, v, cu_q, cu, 1, 9, False)
+    torch.testing.assert_close(one, full[last])
+
+
+def test_causal_shorter_queries_align_to_the_end_of_the_keys():
+    q, k, v, cu = packed([7], heads=2, kv_heads=1, dim=4)
+    cu_q = torch.tensor([0, 3], dtype=torch.int32)
+    got = attention.attention_reference(q[4:], k, v, cu_q, cu, 3, 7, True)
+    full = attention.attention_reference(q, k, v, cu, cu, 7, 7, True)
+    torch.testing.assert_close(got, full[4:])
+
+
+@pytest.mark.skipif(attention.triton is None, reason="Triton is not installed with this torch")
+def test_triton_kernel_is_chosen_up_to_its_longest_keys_only(monkeypatch):
+    used = []
+    monkeypatch.setattr(attention, "attention_triton", lambda *a: used.append("triton"))
+    monkeypatch.setattr(attention, "attention_any", lambda *a: used.append("any"))
+    q, k, v, cu = packed([4], heads=4, kv_heads=2, dim=16, dtype=torch.bfloat16)
+    attention.attention_fused(q, k, v, cu, cu, 4, attention.TRITON_MAX_KEYS, True)
+    attention.attention_fused(q, k, v, cu, cu, 4, attention.TRITON_MAX_KEYS + 1, True)
+    q3 = torch.zeros(4, 4, 24, dtype=torch.bfloat16)  # head size not a power of two
+    attention.attention_fused(q3, q3[:, :2], q3[:, :2], cu, cu, 4, 4, True)
+    assert used == ["triton", "any", "any"]
+
+
+KERNEL_CHECK = """
+import torch
+from test_attention import packed
+from bridge.model import attention
+cases = [
+    # lengths, heads, kv heads, head size
+    ([16] + [0] * 5, 8, 2, 16),          # one short query, a bucket's empty slots
+    ([7, 2, 70, 0, 130], 8, 2, 32),      # more than one block of keys, an empty one
+    ([130, 1, 5, 33], 10, 2, 16),        # 5 heads a group: not a power of two
+    ([3, 64, 65], 4, 4, 16),             # no grouping
+]
+worst = 0.0
+for lengths, heads, kv_heads, dim in cases:
+    q, k, v, cu = packed(lengths, heads, kv_heads, dim, torch.bfloat16)
+    longest = max(lengths)
+    want = attention.attention_reference(q.float(), k.float(), v.float(), cu, cu, longest,
+                                         longest, True)
+    got = attention.attention_triton(q, k, v, cu, cu, longest, longest, True)
+    assert got.dtype == torch.bfloat16 and got.shape == q.shape
+    worst = max(worst, (got.float() - want).abs().max().item())
+    # the last layer's form: one query per sequence (also the empty ones) over its keys
+    last = (cu[1:] - 1).clamp(min=0).long()
+    cu_q = torch.arange(len(lengths) + 1, dtype=torch.int32)
+    one = attention.attention_triton(q[last].contiguous(), k, v, cu_q, cu, 1, longest, False)
+    for s, n in enumerate(lengths):
+        if n:
+            worst = max(worst, (one[s].float() - want[last[s]]).abs().max().item())
+        else:
+            assert one[s].eq(0).all(), "a slot without keys gets zeros"
+print("worst", worst)
+assert worst < 0.03, worst  # bf16 inputs and output: a few units in the last place
+"""
+
+
+@pytest.mark.skipif(attention.triton is None, reason="Triton is not installed with this torch")
+def test_triton_kernel_matches_the_reference():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", KERNEL_CHECK], env=env, capture_output=True, text=True,
+        cwd=os.path.dirname(__file__),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
