@@ -159,7 +159,8 @@ def main() -> None:
     default=default_of(ServiceOptions, "fused_kernels"),
     show_default=True,
     help="On a GPU, run the elementwise steps of Qwen3's padding-free forward (add + "
-    "RMSNorm, q/k norm + rotary, SiLU·mul) as fused Triton kernels.",
+    "RMSNorm, q/k norm + rotary, SiLU·mul) as fused Triton kernels, and its attention "
+    "with our Triton kernel for texts of up to 2,048 tokens (else flash attention).",
 )
 @click.option(
     "--quantize",

@@ -10,8 +10,8 @@ Three implementations of one definition:
   takes 16 queries of every query head that shares one key/value head (their keys and
   values loaded once for all of them): more, shorter programs. In CUDA graphs on an H100
   (bench/gpu_attention.py), a layer of ten 128-token texts takes 16.4 µs against FA2's
-  24.7, one 16-token query 4.1 against 7.4, the last layer's one query a text 3-7 µs
-  against 14-19; sixteen 512-token texts 145 against 233 µs.
+  24.7, one 16-token query 3.5 against 7.4, the last layer (one query a text) 3.4-11 µs
+  against 14-25; sixteen 512-token texts 145 against 233 µs.
 - ``attention_flash``: PyTorch's flash attention on CUDA, for longer sequences.
 - ``attention_reference``: one ``scaled_dot_product_attention`` per sequence, anywhere.
 """
