@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bridge.model.fp8 import interpreting
+from bridge.model.launch import interpreting, launch_options, wait_for_inputs
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
@@ -141,6 +141,7 @@ def launch_triton(
         out.stride(0), out.stride(1), _scale(q) * 1.4426950408889634, group,
         CAUSAL=causal, WIDEN=interpreting(), GROUP=triton.next_power_of_2(group),
         BLOCK_M=block, BLOCK_N=block_n, DIM=dim, num_warps=warps, num_stages=stages,
+        **launch_options(q.device),
     )  # fmt: skip
     return out
 
@@ -152,8 +153,9 @@ if triton is not None:
         q_ptr, k_ptr, v_ptr, out_ptr, cu_q_ptr, cu_k_ptr,
         q_st, q_sh, k_st, k_sh, v_st, v_sh, o_st, o_sh, scale_log2, group,
         CAUSAL: tl.constexpr, WIDEN: tl.constexpr, GROUP: tl.constexpr, BLOCK_M: tl.constexpr,
-        BLOCK_N: tl.constexpr, DIM: tl.constexpr,
+        BLOCK_N: tl.constexpr, DIM: tl.constexpr, DEPENDENT: tl.constexpr,
     ):  # fmt: skip
+        wait_for_inputs(DEPENDENT)
         # One program: BLOCK_M queries of one sequence for the GROUP query heads of one
         # key/value head, as GROUP * BLOCK_M rows (head-major); online softmax in float32
         # over blocks of BLOCK_N keys, probabilities rounded to the inputs' dtype for the

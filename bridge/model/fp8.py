@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from bridge.model.errors import DeviceError
+from bridge.model.launch import launch_options, use_libdevice, wait_for_inputs
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,11 @@ def _triton_quantize_rows():
     import triton.language as tl
 
     @triton.jit
-    def kernel(x_ptr, q_ptr, s_ptr, cols, stride, fp8_max, min_scale, BLOCK: tl.constexpr):
+    def kernel(
+        x_ptr, q_ptr, s_ptr, cols, stride, fp8_max, min_scale, BLOCK: tl.constexpr,
+        DEPENDENT: tl.constexpr,
+    ):  # fmt: skip
+        wait_for_inputs(DEPENDENT)
         row = tl.program_id(0)
         offs = tl.arange(0, BLOCK)
         mask = offs < cols
@@ -103,8 +107,9 @@ def _triton_quantize_rows():
             block = triton.next_power_of_2(cols)
             warps = 4 if block <= 2048 else 8 if block <= 8192 else 16
             kernel[(rows,)](
-                x, q, scale, cols, x.stride(0), FP8_MAX, MIN_SCALE, BLOCK=block, num_warps=warps
-            )
+                x, q, scale, cols, x.stride(0), FP8_MAX, MIN_SCALE, BLOCK=block, num_warps=warps,
+                **launch_options(x.device),
+            )  # fmt: skip
         return q, scale
 
     return run
@@ -176,7 +181,9 @@ def _triton_small_gemm():
         X_FP8: tl.constexpr,
         PAIRED: tl.constexpr,
         LIBDEVICE: tl.constexpr,
+        DEPENDENT: tl.constexpr,
     ):
+        wait_for_inputs(DEPENDENT)
         m = tl.arange(0, BLOCK_M)
         n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
@@ -220,7 +227,10 @@ def _triton_small_gemm():
         tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=m_in & n_in)
 
     @triton.jit
-    def add_partials(part_ptr, out_ptr, size, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+    def add_partials(
+        part_ptr, out_ptr, size, SPLIT: tl.constexpr, BLOCK: tl.constexpr, DEPENDENT: tl.constexpr
+    ):
+        wait_for_inputs(DEPENDENT)
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < size
         total = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -272,6 +282,7 @@ def _triton_small_gemm():
             LIBDEVICE=use_libdevice(),
             num_warps=warps,
             num_stages=stages,
+            **launch_options(xq.device),
         )
         if split == 1:
             return out
@@ -282,7 +293,9 @@ def _triton_small_gemm():
         split, rows, cols = parts.shape
         out = torch.empty((rows, cols), dtype=dtype, device=parts.device)
         size, block = rows * cols, 1024
-        add_partials[(triton.cdiv(size, block),)](parts, out, size, SPLIT=split, BLOCK=block)
+        add_partials[(triton.cdiv(size, block),)](
+            parts, out, size, SPLIT=split, BLOCK=block, **launch_options(parts.device)
+        )
         return out
 
     return run, total
@@ -317,16 +330,6 @@ def small_gemm(
     up`` (the MLP's activation, computed in the epilogue); ``keep_parts``: a split product
     comes back as its ``Partials``, for a consumer that adds them up as it loads them."""
     return _small_kernels()[0](xq, x_scale, weight, **config)
-
-
-def interpreting() -> bool:
-    """Whether Triton kernels run in its CPU interpreter (the tests)."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def use_libdevice() -> bool:
-    """libdevice's expf (as torch computes it), except in the CPU interpreter (tests)."""
-    return not interpreting()
 
 
 @dataclass

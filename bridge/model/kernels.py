@@ -27,8 +27,8 @@ from bridge.model.fp8 import (
     Partials,
     dense,
     quantize_rows_reference,
-    use_libdevice,
 )  # fmt: skip
+from bridge.model.launch import launch_options, use_libdevice, wait_for_inputs
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
@@ -101,7 +101,8 @@ def add_rms_norm_fp8_torch(
 if triton is not None:
 
     @triton.jit
-    def _rmsnorm(x_ptr, w_ptr, out_ptr, n_cols, eps, BLOCK: tl.constexpr):
+    def _rmsnorm(x_ptr, w_ptr, out_ptr, n_cols, eps, BLOCK: tl.constexpr, DEPENDENT: tl.constexpr):
+        wait_for_inputs(DEPENDENT)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         keep = cols < n_cols
@@ -123,7 +124,9 @@ if triton is not None:
     def _add_rmsnorm(
         x_ptr, res_ptr, w_ptr, sum_ptr, out_ptr, s_ptr, n_cols, part_size, eps, fp8_max,
         min_scale, BLOCK: tl.constexpr, QUANT: tl.constexpr, PARTS: tl.constexpr,
+        DEPENDENT: tl.constexpr,
     ):  # fmt: skip
+        wait_for_inputs(DEPENDENT)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         keep = cols < n_cols
@@ -156,8 +159,9 @@ if triton is not None:
     def _norm_rope(
         x_ptr, wa_ptr, wb_ptr, cos_ptr, sin_ptr, pos_ptr, out_ptr,
         x_row_stride, n_heads, first_heads, eps,
-        HEADS: tl.constexpr, DIM: tl.constexpr,
+        HEADS: tl.constexpr, DIM: tl.constexpr, DEPENDENT: tl.constexpr,
     ):  # fmt: skip
+        wait_for_inputs(DEPENDENT)
         # One token's block of HEADS heads; each head's two halves loaded once (rotary
         # pairs dimension i with i + DIM/2).
         token = tl.program_id(0).to(tl.int64)
@@ -192,7 +196,15 @@ if triton is not None:
         tl.store(target + half, out2.to(dt), keep)
 
     @triton.jit
-    def _silu_mul(gu_ptr, out_ptr, n_cols, BLOCK: tl.constexpr, LIBDEVICE: tl.constexpr):
+    def _silu_mul(
+        gu_ptr,
+        out_ptr,
+        n_cols,
+        BLOCK: tl.constexpr,
+        LIBDEVICE: tl.constexpr,
+        DEPENDENT: tl.constexpr,
+    ):
+        wait_for_inputs(DEPENDENT)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         keep = cols < n_cols
@@ -215,7 +227,9 @@ def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.
     n = x.shape[-1]
     flat = x.contiguous().view(-1, n)
     out = torch.empty_like(flat)
-    _rmsnorm[(flat.shape[0],)](flat, weight, out, n, eps, BLOCK=triton.next_power_of_2(n))
+    _rmsnorm[(flat.shape[0],)](
+        flat, weight, out, n, eps, BLOCK=triton.next_power_of_2(n), **launch_options(x.device)
+    )
     return out.view(x.shape)
 
 
@@ -238,6 +252,7 @@ def _add_rms_norm_launch(
     _add_rmsnorm[(rows,)](
         source, res, weight, total, out, out if scale is None else scale, n, rows * n, eps,
         FP8_MAX, MIN_SCALE, BLOCK=triton.next_power_of_2(n), QUANT=quantize, PARTS=parts,
+        **launch_options(res.device),
     )  # fmt: skip
     return total.view(residual.shape), out, scale
 
@@ -272,7 +287,7 @@ def norm_rope_triton(
     block = min(NORM_ROPE_HEADS, triton.next_power_of_2(heads))
     _norm_rope[(tokens, triton.cdiv(heads, block))](
         x, weights[0], weights[1], cos, sin, positions, out, x.stride(0), heads, first_heads,
-        eps, HEADS=block, DIM=dim,
+        eps, HEADS=block, DIM=dim, **launch_options(x.device),
     )  # fmt: skip
     return out
 
@@ -283,7 +298,7 @@ def silu_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
     out = torch.empty((flat.shape[0], n), dtype=gate_up.dtype, device=gate_up.device)
     block = 1024
     _silu_mul[(flat.shape[0], triton.cdiv(n, block))](
-        flat, out, n, BLOCK=block, LIBDEVICE=use_libdevice()
+        flat, out, n, BLOCK=block, LIBDEVICE=use_libdevice(), **launch_options(flat.device)
     )
     return out.view(*gate_up.shape[:-1], n)
 
