@@ -93,10 +93,12 @@ def _scale(q: torch.Tensor) -> float:
 
 
 def triton_supported(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """The kernel's shapes: a power-of-two head size of 16 to 256, whole head groups."""
+    """The kernel's inputs: on CUDA (or in Triton's interpreter), 16-bit, a power-of-two
+    head size of 16 to 256, whole head groups."""
     dim = q.shape[-1]
     return (
         triton is not None
+        and (q.is_cuda or interpreting())
         and 16 <= dim <= 256
         and dim & (dim - 1) == 0
         and q.shape[1] % k.shape[1] == 0

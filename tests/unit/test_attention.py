@@ -74,6 +74,7 @@ def test_causal_shorter_queries_align_to_the_end_of_the_keys():
 @pytest.mark.skipif(attention.triton is None, reason="Triton is not installed with this torch")
 def test_triton_kernel_is_chosen_up_to_its_longest_keys_only(monkeypatch):
     used = []
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # CPU tensors: only in the interpreter
     monkeypatch.setattr(attention, "attention_triton", lambda *a: used.append("triton"))
     monkeypatch.setattr(attention, "attention_any", lambda *a: used.append("any"))
     q, k, v, cu = packed([4], heads=4, kv_heads=2, dim=16, dtype=torch.bfloat16)
@@ -82,6 +83,9 @@ def test_triton_kernel_is_chosen_up_to_its_longest_keys_only(monkeypatch):
     q3 = torch.zeros(4, 4, 24, dtype=torch.bfloat16)  # head size not a power of two
     attention.attention_fused(q3, q3[:, :2], q3[:, :2], cu, cu, 4, 4, True)
     assert used == ["triton", "any", "any"]
+    monkeypatch.delenv("TRITON_INTERPRET")
+    attention.attention_fused(q, k, v, cu, cu, 4, 4, True)  # CPU, no interpreter
+    assert used[-1] == "any"
 
 
 KERNEL_CHECK = """
