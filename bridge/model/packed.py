@@ -1,8 +1,8 @@
 """A padding-free Qwen3 forward: the sequences of a batch packed into one row of tokens.
 
 No padding is computed and no attention mask is built: attention is variable-length
-(``cu_seqlens``, attention.py): on CUDA our Triton kernel for short sequences and flash
-attention past them, one causal attention per sequence elsewhere.
+(``cu_seqlens``, attention.py): on CUDA our Triton kernel for texts of up to 2,048 tokens
+and flash attention past them, one causal attention per sequence elsewhere.
 Each block is four GEMMs around the fused steps of ``kernels.py`` (q/k/v and gate/up
 each one GEMM; with FP8 and few rows, SiLU·mul runs in the gate/up GEMM and split-K
 partials are added up by the residual-add kernel: fp8.py), and the last block computes
