@@ -18,6 +18,15 @@ def test_no_dependent_launch_off_cuda(monkeypatch):
     assert launch.interpreting() and not launch.use_libdevice()
 
 
+def test_dependent_launch_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("BRIDGE_DEPENDENT_LAUNCH", "0")
+    launch._dependent_launch.cache_clear()
+    try:  # decided before the GPU is asked: works on a machine without one
+        assert launch.launch_options(torch.device("cuda", 0)) == {"DEPENDENT": False}
+    finally:
+        launch._dependent_launch.cache_clear()
+
+
 def test_every_dependent_kernel_waits_for_its_inputs_first():
     checked = []
     for module in (attention, fp8, kernels):
