@@ -25,7 +25,13 @@ from bridge.server.errors import (
     error_responses,
     install_error_handlers,
 )
-from bridge.server.fast_path import EMBEDDINGS_PATH, Call, FastEmbeddings, replaying
+from bridge.server.fast_path import (
+    EMBEDDINGS_PATH,
+    Call,
+    FastEmbeddings,
+    read_body,
+    replaying,
+)
 from bridge.server.lifecycle import Lifecycle, unless_client_leaves
 from bridge.server.metrics import CONTENT_TYPE, Metrics
 from bridge.server.schemas import (
@@ -75,19 +81,14 @@ class LimitsAndMetrics:
 
         if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
             # A streamed body: read it within the limit first, then replay it to the app.
-            body = bytearray()
-            more = True
-            while more:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return
-                body += message.get("body", b"")
-                more = message.get("more_body", False)
-                if len(body) > limit:
-                    await self._too_large(scope, receive, send)
-                    self._record(scope, 413, started)
-                    return
-            receive = replaying(bytes(body), receive)
+            body = await read_body(receive, limit)
+            if body is None:
+                return
+            if len(body) > limit:
+                await self._too_large(scope, receive, send)
+                self._record(scope, 413, started)
+                return
+            receive = replaying(body, receive)
 
         async def recording_send(message) -> None:
             nonlocal status

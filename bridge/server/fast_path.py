@@ -41,6 +41,20 @@ class Call:
         return cls(request.headers.get(TIMEOUT_HEADER), request.receive)
 
 
+async def read_body(receive: Receive, limit: float = float("inf")) -> bytes | None:
+    """The request's body, read to its end or until it is past ``limit`` bytes; None when
+    the client left before its body was complete."""
+    body = bytearray()
+    more = True
+    while more and len(body) <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return bytes(body)
+
+
 def replaying(body: bytes, receive: Receive) -> Receive:
     """A receive channel that first gives ``body`` (already read), then ``receive``'s."""
     replayed = False
@@ -82,18 +96,13 @@ class FastEmbeddings:
         ):
             await self.app(scope, receive, send)
             return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left before its body was complete
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
+        if body is None:
+            return  # the client left before its body was complete
         try:
             request = EmbeddingRequest.model_validate_json(body)
         except ValidationError:
-            await self.app(scope, replaying(bytes(body), receive), send)
+            await self.app(scope, replaying(body, receive), send)
             return
         scope["route"] = self.route
         timeout = headers.get(TIMEOUT_HEADER.encode())
