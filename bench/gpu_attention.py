@@ -8,9 +8,10 @@ q, k and v, strided as the packed forward leaves them) captured in one CUDA grap
 replayed; microseconds per layer, and the largest difference of the kernel's output to
 flash attention's. ``default``: ``attention.attention_triton`` with the tile sizes it
 picks; then each configuration of ``--configs`` through ``attention.launch_triton``:
-BLOCK_M:BLOCK_N:WARPS:STAGES (BLOCK_M queries of each of the 4 query heads of a
-key/value head a program). ``pooled`` cases are the last layer's: one query per
-sequence over its whole text.
+BLOCK_M:BLOCK_N:WARPS:STAGES[:whole] (BLOCK_M queries of each of the 4 query heads of
+a key/value head a program; ``whole``: the blocks of keys every row of a tile sees whole
+go through an unmasked step, the rest through the masked one). ``pooled`` cases are the
+last layer's: one query per sequence over its whole text.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from bridge.model import attention  # noqa: E402
 HEADS, KV_HEADS, DIM, LAYERS = 32, 8, 128, 36
 SLOTS = 32
 DEFAULT_CONFIGS = (
-    "16:32:4:2,16:64:4:2,16:32:4:3,16:32:4:1,16:16:4:2,16:32:2:2,32:32:4:2,32:32:8:2,"
-    "32:64:8:2,8:32:4:2,4:64:4:2,4:128:4:2,4:256:4:2,4:128:2:2,4:128:4:3"
+    "16:32:4:3,16:32:4:3:whole,16:64:4:3:whole,32:32:4:3:whole,32:32:8:3:whole,"
+    "32:64:8:3:whole,32:64:8:2:whole,16:16:4:2,4:64:4:2,4:64:4:2:whole,4:128:4:2:whole"
 )
 
 
@@ -106,9 +107,10 @@ def measure(lengths: list[int], longest: int, pooled: bool, configs: list[str], 
     out["default_max_diff"] = float((default - want).abs().max())
     out["flash_max_abs"] = float(want.abs().max())
     for config in configs:
-        tiles = dict(
-            zip(("block", "block_n", "warps", "stages"), map(int, config.split(":")), strict=True)
-        )
+        parts = config.split(":")
+        tiles = dict(zip(("block", "block_n", "warps", "stages"), map(int, parts[:4]), strict=True))
+        if len(parts) > 4:  # "whole": unmasked steps for the blocks a whole tile sees
+            tiles["split"] = parts[4] == "whole"
         try:
             got = triton_(inputs[0], tiles).float()
             us = graph_ms([lambda a=a, t=tiles: triton_(a, t) for a in inputs], device)

@@ -126,9 +126,11 @@ def attention_triton(q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool) 
 
 def launch_triton(
     q, k, v, cu_q, cu_k, max_q: int, causal: bool, *,
-    block: int, block_n: int = 64, warps: int = 4, stages: int = 2,
+    block: int, block_n: int = 64, warps: int = 4, stages: int = 2, split: bool = False,
 ) -> torch.Tensor:  # fmt: skip
-    """``_attention_kernel`` with its tile sizes given (bench/gpu_attention.py tries them)."""
+    """``_attention_kernel`` with its tile sizes given (bench/gpu_attention.py tries them);
+    ``split``: blocks of keys that every row of a tile sees whole take an unmasked step
+    (not yet measured on a GPU, so off by default)."""
     tokens, heads, dim = q.shape
     kv_heads = k.shape[1]
     group = heads // kv_heads
@@ -142,7 +144,8 @@ def launch_triton(
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), _scale(q) * 1.4426950408889634, group,
         CAUSAL=causal, WIDEN=interpreting(), GROUP=triton.next_power_of_2(group),
-        BLOCK_M=block, BLOCK_N=block_n, DIM=dim, num_warps=warps, num_stages=stages,
+        BLOCK_M=block, BLOCK_N=block_n, DIM=dim, SPLIT=split, num_warps=warps,
+        num_stages=stages,
         **launch_options(q.device),
     )  # fmt: skip
     return out
@@ -155,7 +158,7 @@ if triton is not None:
         q_ptr, k_ptr, v_ptr, out_ptr, cu_q_ptr, cu_k_ptr,
         q_st, q_sh, k_st, k_sh, v_st, v_sh, o_st, o_sh, scale_log2, group,
         CAUSAL: tl.constexpr, WIDEN: tl.constexpr, GROUP: tl.constexpr, BLOCK_M: tl.constexpr,
-        BLOCK_N: tl.constexpr, DIM: tl.constexpr, DEPENDENT: tl.constexpr,
+        BLOCK_N: tl.constexpr, DIM: tl.constexpr, SPLIT: tl.constexpr, DEPENDENT: tl.constexpr,
     ):  # fmt: skip
         wait_for_inputs(DEPENDENT)
         # One program: BLOCK_M queries of one sequence for the GROUP query heads of one
@@ -182,39 +185,30 @@ if triton is not None:
                 q = q.to(tl.float32)
             shift = k_len - q_len  # causal, aligned to the end of the keys
             end = k_len
+            # blocks every row of the tile sees whole: no masks (most blocks of a long text)
+            whole = (k_len // BLOCK_N) * BLOCK_N
             if CAUSAL:
                 end = tl.minimum(k_len, first + BLOCK_M + shift)
+                whole = tl.minimum(whole, ((first + shift + 1) // BLOCK_N) * BLOCK_N)
+            if not SPLIT:
+                whole = 0
             best = tl.full((GROUP * BLOCK_M,), float("-inf"), tl.float32)
             total = tl.zeros((GROUP * BLOCK_M,), tl.float32)
             acc = tl.zeros((GROUP * BLOCK_M, DIM), tl.float32)
-            k_base = k_ptr + kv_head * k_sh
-            v_base = v_ptr + kv_head * v_sh
-            for n in range(0, end, BLOCK_N):
-                cols = n + tl.arange(0, BLOCK_N)
-                real = cols < k_len
-                at = (k_start + cols).to(tl.int64)
-                kt = tl.load(
-                    k_base + at[None, :] * k_st + dims[:, None], mask=real[None, :], other=0.0
-                )
-                if WIDEN:
-                    kt = kt.to(tl.float32)
-                s = tl.dot(q, kt) * scale_log2
-                allowed = real[None, :]
-                if CAUSAL:
-                    allowed = allowed & (cols[None, :] <= pos[:, None] + shift)
-                s = tl.where(allowed, s, float("-inf"))
-                new_best = tl.maximum(best, tl.max(s, axis=1))
-                p = tl.exp2(s - new_best[:, None])
-                fade = tl.exp2(best - new_best)
-                total = total * fade + tl.sum(p, axis=1)
-                vb = tl.load(
-                    v_base + at[:, None] * v_st + dims[None, :], mask=real[:, None], other=0.0
-                )
-                p = p.to(v_ptr.dtype.element_ty)  # rounded as flash attention rounds it
-                if WIDEN:
-                    p, vb = p.to(tl.float32), vb.to(tl.float32)
-                acc = acc * fade[:, None] + tl.dot(p, vb)
-                best = new_best
+            k_base = k_ptr + kv_head * k_sh + k_start.to(tl.int64) * k_st
+            v_base = v_ptr + kv_head * v_sh + k_start.to(tl.int64) * v_st
+            for n in range(0, whole, BLOCK_N):
+                acc, best, total = _attend(
+                    q, acc, best, total, k_base, v_base, k_st, v_st, n, k_len, pos + shift,
+                    scale_log2, MASKED=False, CAUSAL=CAUSAL, WIDEN=WIDEN, BLOCK_N=BLOCK_N,
+                    DIM=DIM,
+                )  # fmt: skip
+            for n in range(whole, end, BLOCK_N):
+                acc, best, total = _attend(
+                    q, acc, best, total, k_base, v_base, k_st, v_st, n, k_len, pos + shift,
+                    scale_log2, MASKED=True, CAUSAL=CAUSAL, WIDEN=WIDEN, BLOCK_N=BLOCK_N,
+                    DIM=DIM,
+                )  # fmt: skip
             o_rows = (q_start + pos).to(tl.int64) * o_st + head * o_sh
             # a slot without keys (an unused one of a CUDA-graph bucket) gets zeros
             result = acc / tl.where(total > 0, total, 1.0)[:, None]
@@ -223,3 +217,39 @@ if triton is not None:
                 result.to(out_ptr.dtype.element_ty),
                 mask=live[:, None],
             )
+
+    @triton.jit
+    def _attend(
+        q, acc, best, total, k_base, v_base, k_st, v_st, n, k_len, last_seen, scale_log2,
+        MASKED: tl.constexpr, CAUSAL: tl.constexpr, WIDEN: tl.constexpr,
+        BLOCK_N: tl.constexpr, DIM: tl.constexpr,
+    ):  # fmt: skip
+        """One block of BLOCK_N keys from ``n`` into the online softmax; ``MASKED``: the
+        block may hold keys past the text or past a row's causal limit (``last_seen``)."""
+        cols = n + tl.arange(0, BLOCK_N)
+        dims = tl.arange(0, DIM)
+        at = cols.to(tl.int64)
+        if MASKED:
+            real = cols < k_len
+            kt = tl.load(k_base + at[None, :] * k_st + dims[:, None], mask=real[None, :], other=0.0)
+            vb = tl.load(v_base + at[:, None] * v_st + dims[None, :], mask=real[:, None], other=0.0)
+        else:
+            kt = tl.load(k_base + at[None, :] * k_st + dims[:, None])
+            vb = tl.load(v_base + at[:, None] * v_st + dims[None, :])
+        if WIDEN:  # the CPU interpreter multiplies bf16 wrongly: float32 there
+            kt = kt.to(tl.float32)
+        s = tl.dot(q, kt) * scale_log2
+        if MASKED:
+            allowed = real[None, :]
+            if CAUSAL:
+                allowed = allowed & (cols[None, :] <= last_seen[:, None])
+            s = tl.where(allowed, s, float("-inf"))
+        new_best = tl.maximum(best, tl.max(s, axis=1))
+        p = tl.exp2(s - new_best[:, None])
+        fade = tl.exp2(best - new_best)
+        total = total * fade + tl.sum(p, axis=1)
+        p = p.to(vb.dtype)  # rounded as flash attention rounds it
+        if WIDEN:
+            p, vb = p.to(tl.float32), vb.to(tl.float32)
+        acc = acc * fade[:, None] + tl.dot(p, vb)
+        return acc, new_best, total

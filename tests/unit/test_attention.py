@@ -108,6 +108,10 @@ for lengths, heads, kv_heads, dim in cases:
     got = attention.attention_triton(q, k, v, cu, cu, longest, longest, True)
     assert got.dtype == torch.bfloat16 and got.shape == q.shape
     worst = max(worst, (got.float() - want).abs().max().item())
+    # blocks a whole tile sees through the unmasked step (bench/gpu_attention.py's "whole")
+    split = attention.launch_triton(q, k, v, cu, cu, longest, True, block=4, block_n=16,
+                                    split=True)
+    worst = max(worst, (split.float() - want).abs().max().item())
     # the last layer's form: one query per sequence (also the empty ones) over its keys
     last = (cu[1:] - 1).clamp(min=0).long()
     cu_q = torch.arange(len(lengths) + 1, dtype=torch.int32)
@@ -117,6 +121,9 @@ for lengths, heads, kv_heads, dim in cases:
             worst = max(worst, (one[s].float() - want[last[s]]).abs().max().item())
         else:
             assert one[s].eq(0).all(), "a slot without keys gets zeros"
+    split = attention.launch_triton(q[last].contiguous(), k, v, cu_q, cu, 1, False, block=4,
+                                    block_n=16, split=True)
+    assert torch.equal(split, one) or (split.float() - one.float()).abs().max() < 0.03
 print("worst", worst)
 assert worst < 0.03, worst  # bf16 inputs and output: a few units in the last place
 """

@@ -1,0 +1,150 @@
+"""The MLP's gate/up GEMM with SiLU·mul in its epilogue, for many 16-bit rows (Hopper).
+
+Unfused, a Qwen3 MLP writes ``x @ [gate; up]ᵀ`` (twice the intermediate width) and a
+second kernel reads it back for ``silu(gate) * up``. Here one Triton kernel computes,
+for each tile of output columns, the gate and the up columns side by side (two
+accumulators over the same rows of ``x``) and stores only ``silu(gate) * up``: the
+product of twice the width is never written nor read again. Loads and stores go
+through tensor-memory descriptors (TMA) and the programs are persistent (one per SM,
+walking the tiles). Rounded where the two kernels round (gate and up to the model's
+dtype, then SiLU, then the product), so it agrees with ``kernels.silu_mul_torch`` of
+the GEMM up to the GEMM's own summation order.
+
+Not in the forward yet: bench/gpu_gate_up.py measures it against cuBLAS plus the
+SiLU·mul kernel on Qwen3-4B's shapes, and it joins the forward (for large batches on
+Hopper) where that shows it faster; the session that wrote it had no GPU. Its
+arithmetic is tested in Triton's interpreter (tests/unit/test_gate_up.py).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from bridge.model.launch import interpreting, launch_options, use_libdevice, wait_for_inputs
+
+try:  # Triton ships with PyTorch's CUDA wheels on Linux
+    import triton
+    import triton.language as tl
+    from triton.language.extra import libdevice
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - exercised where Triton (or its TMA) is absent
+    triton = None
+
+TILES = {"block_m": 128, "block_n": 128, "block_k": 64, "group_m": 8, "warps": 8, "stages": 3}
+
+
+def gate_up_silu_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``silu(x @ gateᵀ) * (x @ upᵀ)`` as the two kernels compute it (``weight``: gate
+    rows, then as many up rows)."""
+    gate, up = torch.nn.functional.linear(x, weight).chunk(2, dim=-1)
+    return torch.nn.functional.silu(gate) * up
+
+
+def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The kernel's inputs: 2-D, contiguous, 16-bit and alike, on a Hopper or newer GPU (or
+    in Triton's interpreter), an even number of weight rows, a depth TMA can stride."""
+    if triton is None or x.dim() != 2 or weight.dim() != 2:
+        return False
+    if not (x.is_contiguous() and weight.is_contiguous()):
+        return False
+    if x.dtype not in (torch.float16, torch.bfloat16) or weight.dtype != x.dtype:
+        return False
+    depth = x.shape[1]
+    if weight.shape[1] != depth or weight.shape[0] % 2 or (depth * x.element_size()) % 16:
+        return False
+    if interpreting():
+        return True
+    return x.is_cuda and _hopper(x.device)
+
+
+@functools.cache
+def _hopper(device: torch.device) -> bool:
+    return torch.cuda.get_device_capability(device) >= (9, 0)
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4  # the interpreter: a few programs, each walking several tiles
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def gate_up_silu(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    block_m: int = TILES["block_m"],
+    block_n: int = TILES["block_n"],
+    block_k: int = TILES["block_k"],
+    group_m: int = TILES["group_m"],
+    warps: int = TILES["warps"],
+    stages: int = TILES["stages"],
+    programs: int | None = None,
+    warp_specialize: bool = False,
+) -> torch.Tensor:
+    """(rows, intermediate): ``silu(gate) * up`` of ``x`` (rows, hidden) and ``weight``
+    (2 · intermediate, hidden) in one kernel; the tile sizes, ``programs`` (default: one
+    per SM) and Triton's ``warp_specialize`` are what bench/gpu_gate_up.py tries."""
+    rows, depth = x.shape
+    cols = weight.shape[0] // 2
+    out = torch.empty((rows, cols), dtype=x.dtype, device=x.device)
+    tiles = triton.cdiv(rows, block_m) * triton.cdiv(cols, block_n)
+    programs = min(tiles, programs or _sm_count(x.device))
+    _gate_up_silu_kernel[(programs,)](
+        TensorDescriptor.from_tensor(x, [block_m, block_k]),
+        TensorDescriptor.from_tensor(weight, [block_n, block_k]),
+        TensorDescriptor.from_tensor(out, [block_m, block_n]),
+        rows, cols, depth, programs,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m,
+        WIDEN=interpreting(), LIBDEVICE=use_libdevice(), SPECIALIZE=warp_specialize,
+        num_warps=warps, num_stages=stages, **launch_options(x.device),
+    )  # fmt: skip
+    return out
+
+
+if triton is not None:
+
+    @triton.jit
+    def _gate_up_silu_kernel(
+        x_desc, w_desc, out_desc, rows, cols, depth, programs,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        GROUP_M: tl.constexpr, WIDEN: tl.constexpr, LIBDEVICE: tl.constexpr,
+        SPECIALIZE: tl.constexpr, DEPENDENT: tl.constexpr,
+    ):  # fmt: skip
+        wait_for_inputs(DEPENDENT)
+        # Tiles in groups of GROUP_M row blocks (a group's rows of x stay in L2 while its
+        # programs sweep the weight); each program takes every `programs`-th tile.
+        tiles_m = tl.cdiv(rows, BLOCK_M)
+        tiles_n = tl.cdiv(cols, BLOCK_N)
+        per_group = GROUP_M * tiles_n
+        total = tiles_m * tiles_n
+        for tile in tl.range(tl.program_id(0), total, programs, warp_specialize=SPECIALIZE):
+            group = tile // per_group
+            first_m = group * GROUP_M
+            size_m = tl.minimum(tiles_m - first_m, GROUP_M)
+            at_m = (first_m + (tile % per_group) % size_m) * BLOCK_M
+            at_n = ((tile % per_group) // size_m) * BLOCK_N
+            acc_gate = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            for at_k in range(0, depth, BLOCK_K):
+                a = x_desc.load([at_m, at_k])
+                gate = w_desc.load([at_n, at_k])
+                up = w_desc.load([cols + at_n, at_k])
+                if WIDEN:  # the CPU interpreter multiplies bf16 wrongly: exact float32 there
+                    a, gate, up = a.to(tl.float32), gate.to(tl.float32), up.to(tl.float32)
+                    acc_gate = tl.dot(a, gate.T, acc_gate, input_precision="ieee")
+                    acc_up = tl.dot(a, up.T, acc_up, input_precision="ieee")
+                else:
+                    acc_gate = tl.dot(a, gate.T, acc_gate)
+                    acc_up = tl.dot(a, up.T, acc_up)
+            # silu(gate) * up, rounded where the GEMM and the SiLU·mul kernel round
+            dt = out_desc.dtype
+            g = acc_gate.to(dt).to(tl.float32)
+            if LIBDEVICE:  # noqa: SIM108 - expf as torch computes it
+                e = libdevice.exp(-g)
+            else:  # the CPU interpreter (tests) has no libdevice
+                e = tl.exp(-g)
+            act = tl.div_rn(g, 1.0 + e).to(dt).to(tl.float32)
+            out_desc.store([at_m, at_n], (act * acc_up.to(dt).to(tl.float32)).to(dt))
