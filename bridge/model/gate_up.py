@@ -44,15 +44,20 @@ def gate_up_silu_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
 
 def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """The kernel's inputs: 2-D, contiguous, 16-bit and alike, on a Hopper or newer GPU (or
-    in Triton's interpreter), an even number of weight rows, a depth TMA can stride."""
+    in Triton's interpreter), an even number of weight rows, rows and starts TMA takes."""
     if triton is None or x.dim() != 2 or weight.dim() != 2:
         return False
     if not (x.is_contiguous() and weight.is_contiguous()):
         return False
     if x.dtype not in (torch.float16, torch.bfloat16) or weight.dtype != x.dtype:
         return False
-    depth = x.shape[1]
-    if weight.shape[1] != depth or weight.shape[0] % 2 or (depth * x.element_size()) % 16:
+    depth, size = x.shape[1], x.element_size()
+    if weight.shape[1] != depth or weight.shape[0] % 2:
+        return False
+    # TMA: 16-byte aligned rows (of x, the weight and the output) and starts
+    if (depth * size) % 16 or (weight.shape[0] // 2 * size) % 16:
+        return False
+    if x.data_ptr() % 16 or weight.data_ptr() % 16:
         return False
     if interpreting():
         return True

@@ -60,7 +60,7 @@ def test_reference_is_silu_of_gate_times_up():
 
 def test_only_shapes_and_devices_the_kernel_takes(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    x, w = torch.zeros(4, 16, dtype=torch.bfloat16), torch.zeros(8, 16, dtype=torch.bfloat16)
+    x, w = torch.zeros(4, 16, dtype=torch.bfloat16), torch.zeros(16, 16, dtype=torch.bfloat16)
     assert not gate_up.supported(x, w)  # CPU tensors outside the interpreter
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert gate_up.supported(x, w) == (gate_up.triton is not None)
@@ -68,5 +68,8 @@ def test_only_shapes_and_devices_the_kernel_takes(monkeypatch):
     assert not gate_up.supported(x, w.half())  # mixed dtypes
     assert not gate_up.supported(x, torch.zeros(7, 16, dtype=torch.bfloat16))  # odd rows
     assert not gate_up.supported(x.t(), w)  # not contiguous
+    assert not gate_up.supported(x, torch.zeros(12, 16, dtype=torch.bfloat16))  # 12-byte out rows
+    shifted = torch.zeros(65, dtype=torch.bfloat16)[1:].view(4, 16)
+    assert not gate_up.supported(shifted, w)  # a start off 16 bytes
     short = torch.zeros(8, 12, dtype=torch.bfloat16)
     assert not gate_up.supported(torch.zeros(4, 12, dtype=torch.bfloat16), short)  # 24-byte rows
