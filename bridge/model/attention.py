@@ -195,17 +195,17 @@ if triton is not None:
             best = tl.full((GROUP * BLOCK_M,), float("-inf"), tl.float32)
             total = tl.zeros((GROUP * BLOCK_M,), tl.float32)
             acc = tl.zeros((GROUP * BLOCK_M, DIM), tl.float32)
-            k_base = k_ptr + kv_head * k_sh + k_start.to(tl.int64) * k_st
-            v_base = v_ptr + kv_head * v_sh + k_start.to(tl.int64) * v_st
+            k_base = k_ptr + kv_head * k_sh
+            v_base = v_ptr + kv_head * v_sh
             for n in range(0, whole, BLOCK_N):
                 acc, best, total = _attend(
-                    q, acc, best, total, k_base, v_base, k_st, v_st, n, k_len, pos + shift,
+                    q, acc, best, total, k_base, v_base, k_st, v_st, k_start, n, k_len, pos + shift,
                     scale_log2, MASKED=False, CAUSAL=CAUSAL, WIDEN=WIDEN, BLOCK_N=BLOCK_N,
                     DIM=DIM,
                 )  # fmt: skip
             for n in range(whole, end, BLOCK_N):
                 acc, best, total = _attend(
-                    q, acc, best, total, k_base, v_base, k_st, v_st, n, k_len, pos + shift,
+                    q, acc, best, total, k_base, v_base, k_st, v_st, k_start, n, k_len, pos + shift,
                     scale_log2, MASKED=True, CAUSAL=CAUSAL, WIDEN=WIDEN, BLOCK_N=BLOCK_N,
                     DIM=DIM,
                 )  # fmt: skip
@@ -220,22 +220,20 @@ if triton is not None:
 
     @triton.jit
     def _attend(
-        q, acc, best, total, k_base, v_base, k_st, v_st, n, k_len, last_seen, scale_log2,
-        MASKED: tl.constexpr, CAUSAL: tl.constexpr, WIDEN: tl.constexpr,
+        q, acc, best, total, k_base, v_base, k_st, v_st, k_start, n, k_len, last_seen,
+        scale_log2, MASKED: tl.constexpr, CAUSAL: tl.constexpr, WIDEN: tl.constexpr,
         BLOCK_N: tl.constexpr, DIM: tl.constexpr,
     ):  # fmt: skip
         """One block of BLOCK_N keys from ``n`` into the online softmax; ``MASKED``: the
         block may hold keys past the text or past a row's causal limit (``last_seen``)."""
         cols = n + tl.arange(0, BLOCK_N)
         dims = tl.arange(0, DIM)
-        at = cols.to(tl.int64)
+        real = cols < k_len
+        at = (k_start + cols).to(tl.int64)
         if MASKED:
-            real = cols < k_len
             kt = tl.load(k_base + at[None, :] * k_st + dims[:, None], mask=real[None, :], other=0.0)
-            vb = tl.load(v_base + at[:, None] * v_st + dims[None, :], mask=real[:, None], other=0.0)
         else:
             kt = tl.load(k_base + at[None, :] * k_st + dims[:, None])
-            vb = tl.load(v_base + at[:, None] * v_st + dims[None, :])
         if WIDEN:  # the CPU interpreter multiplies bf16 wrongly: float32 there
             kt = kt.to(tl.float32)
         s = tl.dot(q, kt) * scale_log2
@@ -248,6 +246,10 @@ if triton is not None:
         p = tl.exp2(s - new_best[:, None])
         fade = tl.exp2(best - new_best)
         total = total * fade + tl.sum(p, axis=1)
+        if MASKED:
+            vb = tl.load(v_base + at[:, None] * v_st + dims[None, :], mask=real[:, None], other=0.0)
+        else:
+            vb = tl.load(v_base + at[:, None] * v_st + dims[None, :])
         p = p.to(vb.dtype)  # rounded as flash attention rounds it
         if WIDEN:
             p, vb = p.to(tl.float32), vb.to(tl.float32)
