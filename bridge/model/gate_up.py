@@ -35,13 +35,6 @@ except ImportError:  # pragma: no cover - exercised where Triton (or its TMA) is
 TILES = {"block_m": 128, "block_n": 128, "block_k": 64, "group_m": 8, "warps": 8, "stages": 3}
 
 
-def gate_up_silu_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``silu(x @ gateᵀ) * (x @ upᵀ)`` as the two kernels compute it (``weight``: gate
-    rows, then as many up rows)."""
-    gate, up = torch.nn.functional.linear(x, weight).chunk(2, dim=-1)
-    return torch.nn.functional.silu(gate) * up
-
-
 def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """The kernel's inputs: 2-D, contiguous, 16-bit and alike, on a Hopper or newer GPU (or
     in Triton's interpreter), an even number of weight rows, rows and starts TMA takes."""

@@ -50,14 +50,6 @@ def test_kernel_equals_the_gemm_then_silu_mul():
     assert done.returncode == 0 and "ok" in done.stdout, done.stdout + done.stderr
 
 
-def test_reference_is_silu_of_gate_times_up():
-    x = torch.randn(3, 8)
-    w = torch.randn(10, 8)
-    gate, up = x @ w[:5].t(), x @ w[5:].t()
-    want = gate * torch.sigmoid(gate) * up
-    torch.testing.assert_close(gate_up.gate_up_silu_reference(x, w), want)
-
-
 def test_only_shapes_and_devices_the_kernel_takes(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x, w = torch.zeros(4, 16, dtype=torch.bfloat16), torch.zeros(16, 16, dtype=torch.bfloat16)
