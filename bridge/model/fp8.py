@@ -22,7 +22,6 @@ GEMMs come quantized from the residual add + RMSNorm kernel (``Fp8Rows``).
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from bridge.model.errors import DeviceError
-from bridge.model.launch import launch_options, use_libdevice, wait_for_inputs
+from bridge.model.launch import launch_options, sm_count, use_libdevice, wait_for_inputs
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +254,7 @@ def _triton_small_gemm():
         if paired:
             split = 1  # the epilogue needs whole sums
         elif split is None:
-            split = split_for(rows, cols, depth, _sm_count(xq.device), block_n)
+            split = split_for(rows, cols, depth, sm_count(xq.device), block_n)
         k_blocks = -(-depth // block_k)
         k_per_split = -(-k_blocks // split) * block_k
         split = -(-depth // k_per_split)  # no empty part
@@ -299,13 +298,6 @@ def _triton_small_gemm():
         return out
 
     return run, total
-
-
-@functools.cache
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 132  # the interpreter (tests): as an H100/H200
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 _SMALL_GEMM_CUDA = None

@@ -18,11 +18,16 @@ arithmetic is tested in Triton's interpreter (tests/unit/test_gate_up.py).
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
-from bridge.model.launch import interpreting, launch_options, use_libdevice, wait_for_inputs
+from bridge.model.launch import (
+    hopper,
+    interpreting,
+    launch_options,
+    sm_count,
+    use_libdevice,
+    wait_for_inputs,
+)
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
@@ -54,19 +59,7 @@ def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if interpreting():
         return True
-    return x.is_cuda and _hopper(x.device)
-
-
-@functools.cache
-def _hopper(device: torch.device) -> bool:
-    return torch.cuda.get_device_capability(device) >= (9, 0)
-
-
-@functools.cache
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4  # the interpreter: a few programs, each walking several tiles
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return hopper(x.device)
 
 
 def gate_up_silu(
@@ -89,7 +82,7 @@ def gate_up_silu(
     cols = weight.shape[0] // 2
     out = torch.empty((rows, cols), dtype=x.dtype, device=x.device)
     tiles = triton.cdiv(rows, block_m) * triton.cdiv(cols, block_n)
-    programs = min(tiles, programs or _sm_count(x.device))
+    programs = min(tiles, programs or sm_count(x.device))
     _gate_up_silu_kernel[(programs,)](
         TensorDescriptor.from_tensor(x, [block_m, block_k]),
         TensorDescriptor.from_tensor(weight, [block_n, block_k]),

@@ -43,13 +43,26 @@ def use_libdevice() -> bool:
 
 
 @functools.cache
+def hopper(device: torch.device) -> bool:
+    """A CUDA device of compute capability 9.0 (Hopper) or newer."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
+
+
+@functools.cache
+def sm_count(device: torch.device) -> int:
+    """The device's SMs, which grids are sized by (132, as an H100's, off CUDA: Triton's
+    interpreter in the tests)."""
+    if device.type != "cuda":
+        return 132
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+@functools.cache
 def _dependent_launch(device: torch.device) -> bool:
     # BRIDGE_DEPENDENT_LAUNCH=0: the way out, should a driver refuse it
     if os.environ.get("BRIDGE_DEPENDENT_LAUNCH", "1") == "0":
         return False
-    if device.type != "cuda" or gdc_wait is None or interpreting():
-        return False
-    return torch.cuda.get_device_capability(device) >= (9, 0)
+    return gdc_wait is not None and not interpreting() and hopper(device)
 
 
 _INDEPENDENT = {"DEPENDENT": False}
