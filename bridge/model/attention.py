@@ -11,7 +11,8 @@ Three implementations of one definition:
   values loaded once for all of them): more, shorter programs. In CUDA graphs on an H100
   (bench/gpu_attention.py), a layer of ten 128-token texts takes 16.4 µs against FA2's
   24.7, one 16-token query 3.5 against 7.4, the last layer (one query a text) 3.4-11 µs
-  against 14-25; sixteen 512-token texts 145 against 233 µs.
+  against 14-25; sixteen 512-token texts 139 against 235 µs, two of 2,048 tokens 201
+  against 274, one of 8,192 1,319 against 1,765.
 - ``attention_flash``: PyTorch's flash attention on CUDA, for longer sequences.
 - ``attention_reference``: one ``scaled_dot_product_attention`` per sequence, anywhere.
 """
@@ -29,10 +30,15 @@ try:  # Triton ships with PyTorch's CUDA wheels on Linux
 except ImportError:  # pragma: no cover - exercised where Triton is absent
     triton = None
 
-# The longest key sequence attention_triton is chosen for: on an H100 it took 12% less
-# time than flash attention for two 2,048-token sequences, as long for one of 8,192
-# (bench/gpu_attention.py); longer ones keep flash attention.
-TRITON_MAX_KEYS = 2048
+# The longest key sequence attention_triton is chosen for: on an H100 it took 27% less
+# time than flash attention for two 2,048-token sequences, 25% less for one of 8,192
+# (bench/gpu_attention.py); longer ones, not measured, keep flash attention.
+TRITON_MAX_KEYS = 8192
+# From this many queries a sequence, key blocks that a tile's rows all see whole take the
+# unmasked step (2-4% faster at 512 tokens, 7% at 1,024, 18% at 2,048 on an H100; 3-7%
+# slower up to 256); from LONG_QUERIES, 128 query rows a program over blocks of 64 keys.
+SPLIT_QUERIES = 512
+LONG_QUERIES = 1024
 
 
 def attention_reference(
@@ -110,12 +116,21 @@ def _tiles(max_q: int, max_k: int, group: int) -> dict:
     """Tile sizes measured best on an H100 (bench/gpu_attention.py): 16 queries of each
     head of a group a program (at least 16 rows for ``tl.dot``, at most 128), keys in
     blocks of 32 (16 when there are no more); one query a sequence (the last layer):
-    blocks of 64 keys."""
+    blocks of 64 keys; long sequences: see ``SPLIT_QUERIES`` and ``LONG_QUERIES``."""
     heads = triton.next_power_of_2(group)
+    if max_q >= LONG_QUERIES:
+        return {
+            "block": max(1, 128 // heads),
+            "block_n": 64,
+            "warps": 8,
+            "stages": 3,
+            "split": True,
+        }
     block = max(16 // heads, min(16, triton.next_power_of_2(max_q)))
     block = max(1, min(block, 128 // heads))
     block_n = min(32 if block * heads >= 64 else 64, max(16, triton.next_power_of_2(max_k)))
-    return {"block": block, "block_n": block_n, "stages": 3 if block_n == 32 else 2}
+    stages = 3 if block_n == 32 else 2
+    return {"block": block, "block_n": block_n, "stages": stages, "split": max_q >= SPLIT_QUERIES}
 
 
 def attention_triton(q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool) -> torch.Tensor:
@@ -129,8 +144,7 @@ def launch_triton(
     block: int, block_n: int = 64, warps: int = 4, stages: int = 2, split: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """``_attention_kernel`` with its tile sizes given (bench/gpu_attention.py tries them);
-    ``split``: blocks of keys that every row of a tile sees whole take an unmasked step
-    (not yet measured on a GPU, so off by default)."""
+    ``split``: blocks of keys that every row of a tile sees whole take an unmasked step."""
     tokens, heads, dim = q.shape
     kv_heads = k.shape[1]
     group = heads // kv_heads

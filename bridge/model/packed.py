@@ -1,12 +1,13 @@
 """A padding-free Qwen3 forward: the sequences of a batch packed into one row of tokens.
 
 No padding is computed and no attention mask is built: attention is variable-length
-(``cu_seqlens``, attention.py): on CUDA our Triton kernel for texts of up to 2,048 tokens
+(``cu_seqlens``, attention.py): on CUDA our Triton kernel for texts of up to 8,192 tokens
 and flash attention past them, one causal attention per sequence elsewhere.
 Each block is four GEMMs around the fused steps of ``kernels.py`` (q/k/v and gate/up
-each one GEMM; with FP8 and few rows, SiLU·mul runs in the gate/up GEMM and split-K
-partials are added up by the residual-add kernel: fp8.py), and the last block computes
-only the rows that are pooled (each sequence's last token). The weights are those of the
+each one GEMM; SiLU·mul runs in the gate/up GEMM with FP8 and few rows (fp8.py, whose
+split-K partials the residual-add kernel adds up) and with 16-bit weights and many rows
+on Hopper (gate_up.py)), and the last block computes only the rows that are pooled
+(each sequence's last token). The weights are those of the
 loaded transformers model; fused GEMM weights are built once and the model's own weights
 become views of them.
 """
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bridge.model import gate_up as gate_up_gemm
 from bridge.model.errors import Unsupported
 from bridge.model.fp8 import Fp8Rows, Fp8Weight, Partials, linear
 from bridge.model.kernels import Ops
@@ -184,12 +186,20 @@ class PackedQwen3:
         return x.float()  # type: ignore[union-attr]
 
     def _activation(self, x: torch.Tensor | Fp8Rows, gate_up: torch.Tensor | Fp8Weight):
-        """The MLP's ``silu(gate) * up``: one kernel where the FP8 GEMM takes SiLU·mul in
-        its epilogue (few rows), else the GEMM and then SiLU·mul."""
+        """The MLP's ``silu(gate) * up``: one kernel where a GEMM takes SiLU·mul in its
+        epilogue (FP8 with few rows: fp8.py; 16-bit with many rows on Hopper:
+        gate_up.py), else the GEMM and then SiLU·mul."""
         if self.ops.in_gemms and isinstance(gate_up, Fp8Weight):
             act = gate_up.silu_mul(x)
             if act is not None:
                 return act
+        elif (
+            self.ops.in_gemms
+            and isinstance(x, torch.Tensor)
+            and x.shape[0] >= gate_up_gemm.MIN_ROWS
+            and gate_up_gemm.supported(x, gate_up)
+        ):
+            return gate_up_gemm.gate_up_silu(x, gate_up)
         return self.ops.silu_mul(linear(x, gate_up))
 
     def _add_norm(

@@ -88,6 +88,15 @@ def test_triton_kernel_is_chosen_up_to_its_longest_keys_only(monkeypatch):
     assert used[-1] == "any"
 
 
+@pytest.mark.skipif(attention.triton is None, reason="Triton is not installed with this torch")
+def test_long_sequences_take_the_split_step_and_larger_tiles():
+    short, mid = attention._tiles(256, 256, 4), attention._tiles(512, 512, 4)
+    long, pooled = attention._tiles(2048, 2048, 4), attention._tiles(1, 2048, 4)
+    assert not short["split"] and mid["split"] and long["split"] and not pooled["split"]
+    assert mid["block"] == short["block"] == 16 and long["block"] * 4 == 128
+    assert long["block_n"] == 64 and long["warps"] == 8
+
+
 KERNEL_CHECK = """
 import torch
 from test_attention import packed
@@ -112,6 +121,10 @@ for lengths, heads, kv_heads, dim in cases:
     split = attention.launch_triton(q, k, v, cu, cu, longest, True, block=4, block_n=16,
                                     split=True)
     worst = max(worst, (split.float() - want).abs().max().item())
+    # the tiles long sequences get (LONG_QUERIES), here over short ones
+    tiles = attention._tiles(attention.LONG_QUERIES, attention.LONG_QUERIES, heads // kv_heads)
+    long = attention.launch_triton(q, k, v, cu, cu, longest, True, **tiles)
+    worst = max(worst, (long.float() - want).abs().max().item())
     # the last layer's form: one query per sequence (also the empty ones) over its keys
     last = (cu[1:] - 1).clamp(min=0).long()
     cu_q = torch.arange(len(lengths) + 1, dtype=torch.int32)

@@ -5,14 +5,17 @@ cuBLAS + the SiLU·mul kernel is measured by bench/gpu_gate_up.py.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from bridge.model import gate_up
+from bridge.model.packed import PackedQwen3
 
 KERNEL_CHECK = """
 import torch
@@ -65,3 +68,18 @@ def test_only_shapes_and_devices_the_kernel_takes(monkeypatch):
     assert not gate_up.supported(shifted, w)  # a start off 16 bytes
     short = torch.zeros(8, 12, dtype=torch.bfloat16)
     assert not gate_up.supported(torch.zeros(4, 12, dtype=torch.bfloat16), short)  # 24-byte rows
+
+
+def test_the_packed_forward_fuses_only_many_rows_with_fused_steps(monkeypatch):
+    from bridge.model.kernels import TORCH_OPS
+
+    monkeypatch.setattr(gate_up, "supported", lambda x, w: True)
+    monkeypatch.setattr(gate_up, "gate_up_silu", lambda x, w: "fused")
+    w = torch.randn(8, 4)
+    many, few = torch.randn(gate_up.MIN_ROWS, 4), torch.randn(gate_up.MIN_ROWS - 1, 4)
+    fusing = SimpleNamespace(ops=dataclasses.replace(TORCH_OPS, in_gemms=True))
+    plain = SimpleNamespace(ops=TORCH_OPS)
+    assert PackedQwen3._activation(fusing, many, w) == "fused"
+    unfused = PackedQwen3._activation(fusing, few, w)
+    torch.testing.assert_close(unfused, TORCH_OPS.silu_mul(few @ w.T))
+    assert PackedQwen3._activation(plain, many, w).shape == (gate_up.MIN_ROWS, 4)
