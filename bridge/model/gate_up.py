@@ -104,7 +104,9 @@ def gate_up_silu(
 
 if triton is not None:
 
-    @triton.jit
+    # One compiled kernel for every row count: Triton would otherwise build another for
+    # counts that are not multiples of 16 (an eager batch's first call would wait for it).
+    @triton.jit(do_not_specialize=["rows", "programs"])
     def _gate_up_silu_kernel(
         x_desc, w_desc, out_desc, rows, cols, depth, programs,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
