@@ -103,7 +103,6 @@ def gate_up_silu(
 
 
 if triton is not None:
-
     # One compiled kernel for every row count: Triton would otherwise build another for
     # counts that are not multiples of 16 (an eager batch's first call would wait for it).
     @triton.jit(do_not_specialize=["rows", "programs"])
