@@ -22,7 +22,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bridge.model.launch import interpreting, launch_options, wait_for_inputs
+from bridge.model.launch import (
+    hopper,
+    interpreting,
+    launch_options,
+    shared_memory,
+    wait_for_inputs,
+)
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
@@ -36,7 +42,8 @@ except ImportError:  # pragma: no cover - exercised where Triton is absent
 TRITON_MAX_KEYS = 8192
 # From this many queries a sequence, key blocks that a tile's rows all see whole take the
 # unmasked step (2-4% faster at 512 tokens, 7% at 1,024, 18% at 2,048 on an H100; 3-7%
-# slower up to 256); from LONG_QUERIES, 128 query rows a program over blocks of 64 keys.
+# slower up to 256); from LONG_QUERIES, on Hopper with the shared memory for it, 128 query
+# rows a program over blocks of 64 keys (``_wide_tiles_fit``).
 SPLIT_QUERIES = 512
 LONG_QUERIES = 1024
 
@@ -112,13 +119,23 @@ def triton_supported(q: torch.Tensor, k: torch.Tensor) -> bool:
     )
 
 
-def _tiles(max_q: int, max_k: int, group: int) -> dict:
+def _wide_tiles_fit(q: torch.Tensor) -> bool:
+    """Whether the long sequences' tiles (measured on an H100) suit this GPU: Hopper or
+    newer, with shared memory for 3 stages of 64 keys and values and 128 query rows."""
+    if interpreting():
+        return True
+    need = (3 * 2 * 64 + 128) * q.shape[-1] * q.element_size()
+    return hopper(q.device) and shared_memory(q.device) >= need
+
+
+def _tiles(max_q: int, max_k: int, group: int, wide: bool) -> dict:
     """Tile sizes measured best on an H100 (bench/gpu_attention.py): 16 queries of each
     head of a group a program (at least 16 rows for ``tl.dot``, at most 128), keys in
     blocks of 32 (16 when there are no more); one query a sequence (the last layer):
-    blocks of 64 keys; long sequences: see ``SPLIT_QUERIES`` and ``LONG_QUERIES``."""
+    blocks of 64 keys; long sequences: see ``SPLIT_QUERIES`` and ``LONG_QUERIES``
+    (``wide``: the GPU takes the larger tiles)."""
     heads = triton.next_power_of_2(group)
-    if max_q >= LONG_QUERIES:
+    if wide and max_q >= LONG_QUERIES:
         return {
             "block": max(1, 128 // heads),
             "block_n": 64,
@@ -135,7 +152,7 @@ def _tiles(max_q: int, max_k: int, group: int) -> dict:
 
 def attention_triton(q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool) -> torch.Tensor:
     """The Triton kernel (CUDA, or Triton's CPU interpreter)."""
-    tiles = _tiles(max_q, max_k, q.shape[1] // k.shape[1])
+    tiles = _tiles(max_q, max_k, q.shape[1] // k.shape[1], _wide_tiles_fit(q))
     return launch_triton(q, k, v, cu_q, cu_k, max_q, causal, **tiles)
 
 

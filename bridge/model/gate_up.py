@@ -25,6 +25,7 @@ from bridge.model.launch import (
     hopper,
     interpreting,
     launch_options,
+    shared_memory,
     sm_count,
     use_libdevice,
     wait_for_inputs,
@@ -45,9 +46,23 @@ DEEP_BELOW_ROWS = 16384
 MIN_ROWS = 1024  # fewer rows were not measured: they keep cuBLAS + SiLU·mul
 
 
+def stages_for(rows: int) -> int:
+    """Pipeline depth of the default tiles (``DEEP_BELOW_ROWS``)."""
+    return 4 if rows < DEEP_BELOW_ROWS else 3
+
+
+def shared_bytes(stages: int, element_size: int) -> int:
+    """Shared memory the default tiles ask for: ``stages`` blocks of x, gate and up, and
+    the output tile."""
+    t = TILES
+    per_stage = (t["block_m"] + 2 * t["block_n"]) * t["block_k"]
+    return (stages * per_stage + t["block_m"] * t["block_n"]) * element_size
+
+
 def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """The kernel's inputs: 2-D, contiguous, 16-bit and alike, on a Hopper or newer GPU (or
-    in Triton's interpreter), an even number of weight rows, rows and starts TMA takes."""
+    """The kernel's inputs: 2-D, contiguous, 16-bit and alike, on a Hopper or newer GPU
+    with the shared memory its default tiles take (or in Triton's interpreter), an even
+    number of weight rows, rows and starts TMA takes."""
     if triton is None or x.dim() != 2 or weight.dim() != 2:
         return False
     if not (x.is_contiguous() and weight.is_contiguous()):
@@ -64,7 +79,8 @@ def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if interpreting():
         return True
-    return hopper(x.device)
+    need = shared_bytes(stages_for(x.shape[0]), size)
+    return hopper(x.device) and shared_memory(x.device) >= need
 
 
 def gate_up_silu(
@@ -85,7 +101,7 @@ def gate_up_silu(
     per SM) and Triton's ``warp_specialize`` are what bench/gpu_gate_up.py tries;
     ``stages`` defaults by rows (``DEEP_BELOW_ROWS``)."""
     rows, depth = x.shape
-    stages = stages or (4 if rows < DEEP_BELOW_ROWS else 3)
+    stages = stages or stages_for(rows)
     cols = weight.shape[0] // 2
     out = torch.empty((rows, cols), dtype=x.dtype, device=x.device)
     tiles = triton.cdiv(rows, block_m) * triton.cdiv(cols, block_n)

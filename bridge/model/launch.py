@@ -1,5 +1,5 @@
 """How our Triton kernels are launched where they run: Triton's CPU interpreter (the tests),
-libdevice, and programmatic dependent launch.
+libdevice, the GPU's SMs and shared memory, and programmatic dependent launch.
 
 **Programmatic dependent launch** (Hopper and newer): a kernel launched with it may be
 started before the kernel ahead of it in the stream has finished, and waits
@@ -46,6 +46,16 @@ def use_libdevice() -> bool:
 def hopper(device: torch.device) -> bool:
     """A CUDA device of compute capability 9.0 (Hopper) or newer."""
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
+
+
+@functools.cache
+def shared_memory(device: torch.device) -> int:
+    """Bytes of shared memory one program may ask for: what sizes the large tiles measured
+    on an H100 (other GPUs with less, e.g. sm_120's 99 KiB, keep smaller ones); an
+    H100's 227 KiB off CUDA (Triton's interpreter in the tests)."""
+    if device.type != "cuda":
+        return 227 * 1024
+    return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
 
 
 @functools.cache

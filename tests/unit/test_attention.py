@@ -90,11 +90,14 @@ def test_triton_kernel_is_chosen_up_to_its_longest_keys_only(monkeypatch):
 
 @pytest.mark.skipif(attention.triton is None, reason="Triton is not installed with this torch")
 def test_long_sequences_take_the_split_step_and_larger_tiles():
-    short, mid = attention._tiles(256, 256, 4), attention._tiles(512, 512, 4)
-    long, pooled = attention._tiles(2048, 2048, 4), attention._tiles(1, 2048, 4)
+    short, mid = attention._tiles(256, 256, 4, True), attention._tiles(512, 512, 4, True)
+    long, pooled = attention._tiles(2048, 2048, 4, True), attention._tiles(1, 2048, 4, True)
     assert not short["split"] and mid["split"] and long["split"] and not pooled["split"]
     assert mid["block"] == short["block"] == 16 and long["block"] * 4 == 128
     assert long["block_n"] == 64 and long["warps"] == 8
+    # a GPU without the shared memory for them (sm_120: 99 KiB) keeps the smaller tiles
+    narrow = attention._tiles(2048, 2048, 4, False)
+    assert narrow == mid
 
 
 KERNEL_CHECK = """
@@ -122,7 +125,8 @@ for lengths, heads, kv_heads, dim in cases:
                                     split=True)
     worst = max(worst, (split.float() - want).abs().max().item())
     # the tiles long sequences get (LONG_QUERIES), here over short ones
-    tiles = attention._tiles(attention.LONG_QUERIES, attention.LONG_QUERIES, heads // kv_heads)
+    long_q = attention.LONG_QUERIES
+    tiles = attention._tiles(long_q, long_q, heads // kv_heads, wide=True)
     long = attention.launch_triton(q, k, v, cu, cu, longest, True, **tiles)
     worst = max(worst, (long.float() - want).abs().max().item())
     # the last layer's form: one query per sequence (also the empty ones) over its keys
