@@ -160,7 +160,8 @@ def main() -> None:
     show_default=True,
     help="On a GPU, run the elementwise steps of Qwen3's padding-free forward (add + "
     "RMSNorm, q/k norm + rotary, SiLU·mul) as fused Triton kernels, and its attention "
-    "with our Triton kernel for texts of up to 2,048 tokens (else flash attention).",
+    "with our Triton kernel for texts of up to 8,192 tokens (else flash attention); on "
+    "Hopper, a batch of 1,024 tokens or more also runs SiLU·mul inside its gate/up GEMM.",
 )
 @click.option(
     "--quantize",

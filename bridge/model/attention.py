@@ -11,8 +11,8 @@ Three implementations of one definition:
   values loaded once for all of them): more, shorter programs. In CUDA graphs on an H100
   (bench/gpu_attention.py), a layer of ten 128-token texts takes 16.4 µs against FA2's
   24.7, one 16-token query 3.5 against 7.4, the last layer (one query a text) 3.4-11 µs
-  against 14-25; sixteen 512-token texts 139 against 235 µs, two of 2,048 tokens 201
-  against 274, one of 8,192 1,319 against 1,765.
+  against 14-25; sixteen 512-token texts 142 against 235 µs, two of 2,048 tokens 204
+  against 274, one of 8,192 1,307 against 1,754.
 - ``attention_flash``: PyTorch's flash attention on CUDA, for longer sequences.
 - ``attention_reference``: one ``scaled_dot_product_attention`` per sequence, anywhere.
 """
@@ -41,9 +41,10 @@ except ImportError:  # pragma: no cover - exercised where Triton is absent
 # (bench/gpu_attention.py); longer ones, not measured, keep flash attention.
 TRITON_MAX_KEYS = 8192
 # From this many queries a sequence, key blocks that a tile's rows all see whole take the
-# unmasked step (2-4% faster at 512 tokens, 7% at 1,024, 18% at 2,048 on an H100; 3-7%
-# slower up to 256); from LONG_QUERIES, on Hopper with the shared memory for it, 128 query
-# rows a program over blocks of 64 keys (``_wide_tiles_fit``).
+# unmasked step (on an H100: 2-3% faster at 512 tokens, 7-8% at 1,024 and 2,048, 10% at
+# 8,192; 3-7% slower up to 256); from LONG_QUERIES, on Hopper with the shared memory for
+# it, 128 query rows a program over blocks of 64 keys (``_wide_tiles_fit``: a further
+# 2% at 1,024, 10% at 2,048, 17% at 8,192).
 SPLIT_QUERIES = 512
 LONG_QUERIES = 1024
 
@@ -133,7 +134,11 @@ def _tiles(max_q: int, max_k: int, group: int, wide: bool) -> dict:
     head of a group a program (at least 16 rows for ``tl.dot``, at most 128), keys in
     blocks of 32 (16 when there are no more); one query a sequence (the last layer):
     blocks of 64 keys; long sequences: see ``SPLIT_QUERIES`` and ``LONG_QUERIES``
-    (``wide``: the GPU takes the larger tiles)."""
+    (``wide``: the GPU takes the larger tiles). One launch has one tile size, set by the
+    batch's longest text: its short texts take the long one's tiles too (for 32 short
+    texts alone they were 49% slower), but attention's work grows with the square of a
+    text's length, so the long texts dominate it; the mixed and long workloads of
+    bench/gpu.py held their throughput with this rule."""
     heads = triton.next_power_of_2(group)
     if wide and max_q >= LONG_QUERIES:
         return {

@@ -13,7 +13,7 @@ the GEMM up to the GEMM's own summation order.
 The packed forward (packed.py) uses it for batches of ``MIN_ROWS`` tokens or more on
 Hopper. On an H100, Qwen3-4B's shapes (bench/gpu_gate_up.py): 3-10% less time than
 cuBLAS then the SiLU·mul kernel from 1,024 to 32,768 rows, bit-equal results; cuBLAS
-alone, without SiLU·mul, stays 5-12% ahead of it. Its arithmetic is also tested in
+alone, without SiLU·mul, takes 3-17% less time than it. Its arithmetic is also tested in
 Triton's interpreter (tests/unit/test_gate_up.py).
 """
 

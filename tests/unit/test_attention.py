@@ -100,6 +100,21 @@ def test_long_sequences_take_the_split_step_and_larger_tiles():
     assert narrow == mid
 
 
+@pytest.mark.skipif(attention.triton is None, reason="Triton is not installed with this torch")
+def test_larger_tiles_only_on_hopper_with_the_shared_memory_for_them(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    q = torch.zeros(4, 8, 128, dtype=torch.bfloat16)  # Qwen3's head size
+    monkeypatch.setattr(attention, "hopper", lambda device: True)
+    monkeypatch.setattr(attention, "shared_memory", lambda device: 227 * 1024)  # an H100
+    assert attention._wide_tiles_fit(q)
+    assert not attention._wide_tiles_fit(torch.zeros(4, 8, 256, dtype=torch.float16))
+    monkeypatch.setattr(attention, "shared_memory", lambda device: 99 * 1024)  # sm_120
+    assert not attention._wide_tiles_fit(q)
+    monkeypatch.setattr(attention, "shared_memory", lambda device: 227 * 1024)
+    monkeypatch.setattr(attention, "hopper", lambda device: False)  # Ampere: not measured
+    assert not attention._wide_tiles_fit(q)
+
+
 KERNEL_CHECK = """
 import torch
 from test_attention import packed

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from bridge.model import gate_up
+from bridge.model.fp8 import Fp8Weight
 from bridge.model.packed import PackedQwen3
 
 KERNEL_CHECK = """
@@ -96,3 +97,9 @@ def test_the_packed_forward_fuses_only_many_rows_with_fused_steps(monkeypatch):
     unfused = PackedQwen3._activation(fusing, few, w)
     torch.testing.assert_close(unfused, TORCH_OPS.silu_mul(few @ w.T))
     assert PackedQwen3._activation(plain, many, w).shape == (gate_up.MIN_ROWS, 4)
+    # FP8 weights never reach it, also where their own fused path declines
+    fp8_weight = Fp8Weight.of(torch.randn(8, 16))
+    monkeypatch.setattr(Fp8Weight, "silu_mul", lambda self, x: None)
+    monkeypatch.setattr("bridge.model.packed.linear", lambda x, weight: torch.ones(x.shape[0], 8))
+    act = PackedQwen3._activation(fusing, many, fp8_weight)
+    torch.testing.assert_close(act, TORCH_OPS.silu_mul(torch.ones(gate_up.MIN_ROWS, 8)))
