@@ -22,13 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bridge.model.launch import (
-    hopper,
-    interpreting,
-    launch_options,
-    shared_memory,
-    wait_for_inputs,
-)
+from bridge.model.launch import hopper_fits, interpreting, launch_options, wait_for_inputs
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
@@ -125,8 +119,7 @@ def _wide_tiles_fit(q: torch.Tensor) -> bool:
     newer, with shared memory for 3 stages of 64 keys and values and 128 query rows."""
     if interpreting():
         return True
-    need = (3 * 2 * 64 + 128) * q.shape[-1] * q.element_size()
-    return hopper(q.device) and shared_memory(q.device) >= need
+    return hopper_fits(q.device, (3 * 2 * 64 + 128) * q.shape[-1] * q.element_size())
 
 
 def _tiles(max_q: int, max_k: int, group: int, wide: bool) -> dict:

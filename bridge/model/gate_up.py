@@ -22,10 +22,9 @@ from __future__ import annotations
 import torch
 
 from bridge.model.launch import (
-    hopper,
+    hopper_fits,
     interpreting,
     launch_options,
-    shared_memory,
     sm_count,
     use_libdevice,
     wait_for_inputs,
@@ -79,8 +78,7 @@ def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if interpreting():
         return True
-    need = shared_bytes(stages_for(x.shape[0]), size)
-    return hopper(x.device) and shared_memory(x.device) >= need
+    return hopper_fits(x.device, shared_bytes(stages_for(x.shape[0]), size))
 
 
 def gate_up_silu(

@@ -7,9 +7,8 @@ Each block is four GEMMs around the fused steps of ``kernels.py`` (q/k/v and gat
 each one GEMM; SiLU·mul runs in the gate/up GEMM with FP8 and few rows (fp8.py, whose
 split-K partials the residual-add kernel adds up) and with 16-bit weights and many rows
 on Hopper (gate_up.py)), and the last block computes only the rows that are pooled
-(each sequence's last token). The weights are those of the
-loaded transformers model; fused GEMM weights are built once and the model's own weights
-become views of them.
+(each sequence's last token). The weights are those of the loaded transformers model;
+fused GEMM weights are built once and the model's own weights become views of them.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from bridge.model import attention
+from bridge.model import attention, launch
 
 
 def written_out(q, k, v, causal: bool) -> torch.Tensor:
@@ -104,14 +104,14 @@ def test_long_sequences_take_the_split_step_and_larger_tiles():
 def test_larger_tiles_only_on_hopper_with_the_shared_memory_for_them(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     q = torch.zeros(4, 8, 128, dtype=torch.bfloat16)  # Qwen3's head size
-    monkeypatch.setattr(attention, "hopper", lambda device: True)
-    monkeypatch.setattr(attention, "shared_memory", lambda device: 227 * 1024)  # an H100
+    monkeypatch.setattr(launch, "hopper", lambda device: True)
+    monkeypatch.setattr(launch, "shared_memory", lambda device: 227 * 1024)  # an H100
     assert attention._wide_tiles_fit(q)
     assert not attention._wide_tiles_fit(torch.zeros(4, 8, 256, dtype=torch.float16))
-    monkeypatch.setattr(attention, "shared_memory", lambda device: 99 * 1024)  # sm_120
+    monkeypatch.setattr(launch, "shared_memory", lambda device: 99 * 1024)  # sm_120
     assert not attention._wide_tiles_fit(q)
-    monkeypatch.setattr(attention, "shared_memory", lambda device: 227 * 1024)
-    monkeypatch.setattr(attention, "hopper", lambda device: False)  # Ampere: not measured
+    monkeypatch.setattr(launch, "shared_memory", lambda device: 227 * 1024)
+    monkeypatch.setattr(launch, "hopper", lambda device: False)  # Ampere: not measured
     assert not attention._wide_tiles_fit(q)
 
 

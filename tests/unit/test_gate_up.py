@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bridge.model import gate_up
+from bridge.model import gate_up, launch
 from bridge.model.fp8 import Fp8Weight
 from bridge.model.packed import PackedQwen3
 
@@ -73,14 +73,14 @@ def test_only_shapes_and_devices_the_kernel_takes(monkeypatch):
 
 def test_a_gpu_without_the_shared_memory_for_its_tiles_keeps_the_unfused_pair(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    monkeypatch.setattr(gate_up, "hopper", lambda device: True)
+    monkeypatch.setattr(launch, "hopper", lambda device: True)
     x, w = torch.zeros(4, 16, dtype=torch.bfloat16), torch.zeros(16, 16, dtype=torch.bfloat16)
     for rows in (gate_up.MIN_ROWS, gate_up.DEEP_BELOW_ROWS):  # both pipeline depths
         need = gate_up.shared_bytes(gate_up.stages_for(rows), 2)
         assert 99 * 1024 < need <= 227 * 1024  # more than sm_120 has, within an H100's
-    monkeypatch.setattr(gate_up, "shared_memory", lambda device: 227 * 1024)  # an H100
+    monkeypatch.setattr(launch, "shared_memory", lambda device: 227 * 1024)  # an H100
     assert gate_up.supported(x, w) == (gate_up.triton is not None)
-    monkeypatch.setattr(gate_up, "shared_memory", lambda device: 99 * 1024)  # sm_120
+    monkeypatch.setattr(launch, "shared_memory", lambda device: 99 * 1024)  # sm_120
     assert not gate_up.supported(x, w)
 
 
