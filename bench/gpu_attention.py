@@ -53,6 +53,8 @@ def cases() -> dict[str, tuple[list[int], int]]:
         "32x64": (slots([64] * 32), 64),
         "8x256": (slots([256] * 8), 256),
         "mixed32": (slots(mixed), 256),
+        # one long text among short ones: the whole launch takes the long text's tiles
+        "mixed31+1200": (mixed[:31] + [1200], 1200),
         "4x512": ([512] * 4, 512),
         "16x512": ([512] * 16, 512),
         "2x1024": ([1024] * 2, 1024),
@@ -123,12 +125,16 @@ def measure(lengths: list[int], longest: int, pooled: bool, configs: list[str], 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=DEFAULT_CONFIGS)
+    parser.add_argument("--cases", help="comma-separated case names (default: all)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    wanted = set(args.cases.split(",")) if args.cases else None
     device = torch.device("cuda")
     configs = args.configs.split(",")
     result = {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__, "cases": {}}
     for name, (lengths, longest) in cases().items():
+        if wanted is not None and name not in wanted:
+            continue
         for pooled in (False, True):
             if pooled and name not in ("1x16", "10x128", "mixed32"):
                 continue

@@ -11,8 +11,9 @@ fused kernel must approach), ``unfused`` (the GEMM + SiLU·mul, what the forward
 below ``gate_up.MIN_ROWS`` rows), ``fused`` (the kernel with its default tiles,
 ``gate_up.TILES``, and pipeline depth by rows: one of the first two configurations
 repeats it) and each configuration of ``--configs``:
-BLOCK_M:BLOCK_N:BLOCK_K:WARPS:STAGES:GROUP_M[:tiles][:ws] (``tiles``: one program per
-tile instead of one per SM; ``ws``: Triton's warp specialization of the tile loop).
+BLOCK_M:BLOCK_N:BLOCK_K:WARPS:STAGES:GROUP_M[:tiles][:ws][:flat][:sub] (``tiles``: one
+program per tile instead of one per SM; ``ws``: Triton's warp specialization of the tile
+loop; ``flat``: the tile and K loops pipelined as one; ``sub``: the epilogue in halves).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def parse_config(text: str) -> tuple[str, dict]:
         config["programs"] = 1 << 30
     if "ws" in parts[6:]:
         config["warp_specialize"] = True
+    if "flat" in parts[6:]:
+        config["flatten"] = True
+    if "sub" in parts[6:]:
+        config["subtile"] = True
     return text, config
 
 

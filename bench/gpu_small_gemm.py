@@ -14,7 +14,10 @@ is none. Methods: ``scaled_mm``, ``bf16``, the kernel for each configuration of
 left out: ``fp8.split_for``), and ``small_bf16_rows``: the kernel on bf16 rows as they
 are (its difference taken to the product with the widened FP8 weights).
 ``forward_gemms_ms``: per row count, the four GEMMs of the 36 layers per method, and with
-the best method of each GEMM (``best``).
+the best method of each GEMM (``best``). ``--as-forward``: each configuration runs each GEMM
+as the FP8 forward calls it (o and down on bf16 rows up to ``fp8.WIDE_ROWS`` with their
+split-K partials left for the next kernel, gate/up with SiLU·mul in its epilogue), its
+difference taken to the default configuration's output.
 """
 
 from __future__ import annotations
@@ -82,6 +85,43 @@ def graph_ms(calls: list[Callable[[], object]], device: torch.device) -> float:
     return start.elapsed_time(end) / replays
 
 
+def forward_rows(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows (and scales) the FP8 forward gives GEMM ``name``: few bf16 rows as they are
+    for o and down, FP8 rows from the norm kernel for q/k/v and gate/up."""
+    if name in ("o", "down") and x.shape[0] <= fp8.WIDE_ROWS:
+        return x, None
+    return fp8.quantize_rows(x)
+
+
+def forward_call(name: str, rows: tuple, weight: fp8.Fp8Weight, config: dict):
+    """The GEMM ``name`` as the FP8 packed forward runs it, with ``config``."""
+    if name == "gate_up":
+        return fp8.small_gemm(*rows, weight, paired=True, **config)
+    return fp8.small_gemm(*rows, weight, keep_parts=name in ("o", "down"), **config)
+
+
+def measure_forward(name: str, weights: list[fp8.Fp8Weight], rows: int, configs: dict) -> dict:
+    """Per configuration: µs per GEMM as the forward calls it, and its largest difference
+    to the default configuration's output."""
+    device = weights[0].weight.device
+    x = torch.randn(rows, weights[0].weight.shape[1], device=device, dtype=torch.bfloat16)
+    inputs = forward_rows(name, x)
+    want = fp8.dense(forward_call(name, inputs, weights[0], {})).float()
+    row: dict = {}
+    for key, config in {"default": {}, **configs}.items():
+        try:
+            got = fp8.dense(forward_call(name, inputs, weights[0], config)).float()
+            calls = [lambda w=w, c=config: forward_call(name, inputs, w, c) for w in weights]
+            row[f"{key}_us"] = 1000 * graph_ms(calls, device) / len(weights)
+            row[f"{key}_max_rel_diff"] = (got - want).abs().max().item() / want.abs().max().item()
+        except Exception as exc:  # noqa: BLE001 - a config that does not compile
+            row[f"{key}_error"] = str(exc)[:200]
+    best_us, best = min((v, k) for k, v in row.items() if k.endswith("_us"))
+    row["best"] = best.removesuffix("_us")
+    row["weight_gb_per_s_best"] = weights[0].weight.numel() / best_us / 1000
+    return row
+
+
 def measure(bf16: torch.Tensor, weights: list[fp8.Fp8Weight], rows: int, configs: dict) -> dict:
     """Per method: µs per GEMM of ``rows`` rows over the layers' weights, and differences."""
     device = bf16.device
@@ -123,6 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="1,16,64")
     parser.add_argument("--configs", default=DEFAULT_CONFIGS)
+    parser.add_argument("--as-forward", action="store_true", help="GEMMs as the forward runs them")
     parser.add_argument("--out", type=Path, default=Path("bench/results/gpu_small_gemm.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -137,7 +178,10 @@ def main() -> None:
             fp8.Fp8Weight(weight.weight.clone(), weight.scale.clone()) for _ in range(LAYERS)
         ]
         for rows in args.rows.split(","):
-            row = measure(bf16, weights, int(rows), configs)
+            if args.as_forward:
+                row = measure_forward(name, weights, int(rows), configs)
+            else:
+                row = measure(bf16, weights, int(rows), configs)
             result[f"{name}_{rows}"] = row
             per_rows = totals.setdefault(rows, {})
             for key, value in row.items():
