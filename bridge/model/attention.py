@@ -37,10 +37,12 @@ TRITON_MAX_KEYS = 8192
 # From this many queries a sequence, key blocks that a tile's rows all see whole take the
 # unmasked step (on an H100: 2-3% faster at 512 tokens, 7-8% at 1,024 and 2,048, 10% at
 # 8,192; 3-7% slower up to 256); from LONG_QUERIES, on Hopper with the shared memory for
-# it, 128 query rows a program over blocks of 64 keys (``_wide_tiles_fit``: a further
-# 2% at 1,024, 10% at 2,048, 17% at 8,192).
+# it, 128 query rows a program over blocks of 64 keys (``_wide_tiles_fit``: a further 10%
+# at 2,048, 17% at 8,192). Not from 1,024: there a text gives 4x fewer programs than
+# with 16-query tiles, too few for the SMs when it is the batch's one long text (an H200:
+# 31 short texts and one of 1,200 tokens 15% slower; two of 1,024 tokens alone 1% faster).
 SPLIT_QUERIES = 512
-LONG_QUERIES = 1024
+LONG_QUERIES = 2048
 
 
 def attention_reference(
@@ -130,8 +132,7 @@ def _tiles(max_q: int, max_k: int, group: int, wide: bool) -> dict:
     (``wide``: the GPU takes the larger tiles). One launch has one tile size, set by the
     batch's longest text: its short texts take the long one's tiles too (for 32 short
     texts alone they were 49% slower), but attention's work grows with the square of a
-    text's length, so the long texts dominate it; the mixed and long workloads of
-    bench/gpu.py held their throughput with this rule."""
+    text's length, so from 2,048 tokens the long texts dominate it."""
     heads = triton.next_power_of_2(group)
     if wide and max_q >= LONG_QUERIES:
         return {

@@ -93,14 +93,10 @@ def gate_up_silu(
     stages: int | None = None,
     programs: int | None = None,
     warp_specialize: bool = False,
-    flatten: bool = False,
-    subtile: bool = False,
 ) -> torch.Tensor:
     """(rows, intermediate): ``silu(gate) * up`` of ``x`` (rows, hidden) and ``weight``
     (2 · intermediate, hidden) in one kernel; the tile sizes, ``programs`` (default: one
-    per SM), Triton's ``warp_specialize``, ``flatten`` (the tile and K loops pipelined as
-    one, so the next tile's loads overlap this tile's epilogue) and ``subtile`` (the
-    epilogue stores two halves of the tile) are what bench/gpu_gate_up.py tries;
+    per SM) and Triton's ``warp_specialize`` are what bench/gpu_gate_up.py tries;
     ``stages`` defaults by rows (``DEEP_BELOW_ROWS``)."""
     rows, depth = x.shape
     stages = stages or stages_for(rows)
@@ -111,11 +107,10 @@ def gate_up_silu(
     _gate_up_silu_kernel[(programs,)](
         TensorDescriptor.from_tensor(x, [block_m, block_k]),
         TensorDescriptor.from_tensor(weight, [block_n, block_k]),
-        TensorDescriptor.from_tensor(out, [block_m, block_n // 2 if subtile else block_n]),
+        TensorDescriptor.from_tensor(out, [block_m, block_n]),
         rows, cols, depth, programs,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m,
         WIDEN=interpreting(), LIBDEVICE=use_libdevice(), SPECIALIZE=warp_specialize,
-        FLATTEN=flatten, SUBTILE=subtile,
         num_warps=warps, num_stages=stages, **launch_options(x.device),
     )  # fmt: skip
     return out
@@ -124,50 +119,26 @@ def gate_up_silu(
 if triton is not None:
     # One compiled kernel for every row count: Triton would otherwise build another for
     # counts that are not multiples of 16 (an eager batch's first call would wait for it).
-    @triton.jit
-    def _tile_start(tile, tiles_m, tiles_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                    GROUP_M: tl.constexpr):  # fmt: skip
-        """The first row and column of ``tile``: tiles in groups of GROUP_M row blocks (a
-        group's rows of x stay in L2 while its programs sweep the weight)."""
-        per_group = GROUP_M * tiles_n
-        first_m = (tile // per_group) * GROUP_M
-        size_m = tl.minimum(tiles_m - first_m, GROUP_M)
-        at_m = (first_m + (tile % per_group) % size_m) * BLOCK_M
-        at_n = ((tile % per_group) // size_m) * BLOCK_N
-        return at_m, at_n
-
-    @triton.jit
-    def _silu_mul(gate, up, dt: tl.constexpr, LIBDEVICE: tl.constexpr):
-        """silu(gate) * up, rounded where the GEMM and the SiLU·mul kernel round."""
-        g = gate.to(dt).to(tl.float32)
-        if LIBDEVICE:  # noqa: SIM108 - expf as torch computes it
-            e = libdevice.exp(-g)
-        else:  # the CPU interpreter (tests) has no libdevice
-            e = tl.exp(-g)
-        act = tl.div_rn(g, 1.0 + e).to(dt).to(tl.float32)
-        return (act * up.to(dt).to(tl.float32)).to(dt)
-
-    # One compiled kernel for every row count: Triton would otherwise build another for
-    # counts that are not multiples of 16 (an eager batch's first call would wait for it).
     @triton.jit(do_not_specialize=["rows", "programs"])
     def _gate_up_silu_kernel(
         x_desc, w_desc, out_desc, rows, cols, depth, programs,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         GROUP_M: tl.constexpr, WIDEN: tl.constexpr, LIBDEVICE: tl.constexpr,
-        SPECIALIZE: tl.constexpr, FLATTEN: tl.constexpr, SUBTILE: tl.constexpr,
-        DEPENDENT: tl.constexpr,
+        SPECIALIZE: tl.constexpr, DEPENDENT: tl.constexpr,
     ):  # fmt: skip
         wait_for_inputs(DEPENDENT)
-        # Each program takes every `programs`-th tile; the epilogue finds its tile from a
-        # counter of its own (so a flattened pipeline need not carry one value across).
+        # Tiles in groups of GROUP_M row blocks (a group's rows of x stay in L2 while its
+        # programs sweep the weight); each program takes every `programs`-th tile.
         tiles_m = tl.cdiv(rows, BLOCK_M)
         tiles_n = tl.cdiv(cols, BLOCK_N)
+        per_group = GROUP_M * tiles_n
         total = tiles_m * tiles_n
-        done = tl.program_id(0) - programs
-        for tile in tl.range(
-            tl.program_id(0), total, programs, flatten=FLATTEN, warp_specialize=SPECIALIZE
-        ):
-            at_m, at_n = _tile_start(tile, tiles_m, tiles_n, BLOCK_M, BLOCK_N, GROUP_M)
+        for tile in tl.range(tl.program_id(0), total, programs, warp_specialize=SPECIALIZE):
+            group = tile // per_group
+            first_m = group * GROUP_M
+            size_m = tl.minimum(tiles_m - first_m, GROUP_M)
+            at_m = (first_m + (tile % per_group) % size_m) * BLOCK_M
+            at_n = ((tile % per_group) // size_m) * BLOCK_N
             acc_gate = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
             acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
             for at_k in range(0, depth, BLOCK_K):
@@ -181,17 +152,12 @@ if triton is not None:
                 else:
                     acc_gate = tl.dot(a, gate.T, acc_gate)
                     acc_up = tl.dot(a, up.T, acc_up)
-            done += programs
-            at_m, at_n = _tile_start(done, tiles_m, tiles_n, BLOCK_M, BLOCK_N, GROUP_M)
+            # silu(gate) * up, rounded where the GEMM and the SiLU·mul kernel round
             dt = out_desc.dtype
-            if SUBTILE:  # two halves of BLOCK_N // 2 columns: half the epilogue's buffer
-                g0, g1 = tl.split(
-                    tl.permute(tl.reshape(acc_gate, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
-                )
-                u0, u1 = tl.split(
-                    tl.permute(tl.reshape(acc_up, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
-                )
-                out_desc.store([at_m, at_n], _silu_mul(g0, u0, dt, LIBDEVICE))
-                out_desc.store([at_m, at_n + BLOCK_N // 2], _silu_mul(g1, u1, dt, LIBDEVICE))
-            else:
-                out_desc.store([at_m, at_n], _silu_mul(acc_gate, acc_up, dt, LIBDEVICE))
+            g = acc_gate.to(dt).to(tl.float32)
+            if LIBDEVICE:  # noqa: SIM108 - expf as torch computes it
+                e = libdevice.exp(-g)
+            else:  # the CPU interpreter (tests) has no libdevice
+                e = tl.exp(-g)
+            act = tl.div_rn(g, 1.0 + e).to(dt).to(tl.float32)
+            out_desc.store([at_m, at_n], (act * acc_up.to(dt).to(tl.float32)).to(dt))

@@ -95,6 +95,8 @@ def test_long_sequences_take_the_split_step_and_larger_tiles():
     assert not short["split"] and mid["split"] and long["split"] and not pooled["split"]
     assert mid["block"] == short["block"] == 16 and long["block"] * 4 == 128
     assert long["block_n"] == 64 and long["warps"] == 8
+    # a batch's one text of 1,200 tokens among short ones: enough programs for the SMs
+    assert attention._tiles(1200, 1200, 4, True) == mid
     # a GPU without the shared memory for them (sm_120: 99 KiB) keeps the smaller tiles
     narrow = attention._tiles(2048, 2048, 4, False)
     assert narrow == mid

@@ -29,9 +29,6 @@ for rows, hidden, inter, tiles in [
     (33, 32, 40, dict(block_m=16, block_n=16, block_k=16, programs=2)),  # gate tile over up
     (64, 48, 32, dict(block_m=32, block_n=16, block_k=16)),  # programs: one per SM
     (16, 32, 16, dict(block_m=16, block_n=16, block_k=32, programs=1 << 30)),  # a tile each
-    (70, 64, 48, dict(block_m=32, block_n=32, block_k=32, programs=3, flatten=True)),
-    (70, 64, 48, dict(block_m=32, block_n=32, block_k=32, programs=2, subtile=True)),
-    (64, 48, 32, dict(block_m=16, block_n=32, block_k=16, flatten=True, subtile=True)),
 ]:
     x = torch.randn(rows, hidden, dtype=torch.float16)
     w = (torch.randn(2 * inter, hidden) / hidden**0.5).half()
