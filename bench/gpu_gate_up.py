@@ -11,9 +11,8 @@ fused kernel must approach), ``unfused`` (the GEMM + SiLU·mul, what the forward
 below ``gate_up.MIN_ROWS`` rows), ``fused`` (the kernel with its default tiles,
 ``gate_up.TILES``, and pipeline depth by rows: one of the first two configurations
 repeats it) and each configuration of ``--configs``:
-BLOCK_M:BLOCK_N:BLOCK_K:WARPS:STAGES:GROUP_M[:tiles][:ws][:flat][:sub] (``tiles``: one
-program per tile instead of one per SM; ``ws``: Triton's warp specialization of the tile
-loop; ``flat``: the tile and K loops pipelined as one; ``sub``: the epilogue in halves).
+BLOCK_M:BLOCK_N:BLOCK_K:WARPS:STAGES:GROUP_M[:tiles][:ws] (``tiles``: one program per
+tile instead of one per SM; ``ws``: Triton's warp specialization of the tile loop).
 """
 
 from __future__ import annotations
@@ -37,7 +36,9 @@ from bridge.model.kernels import silu_mul_triton  # noqa: E402
 HIDDEN, INTERMEDIATE, LAYERS = 2560, 9728, 4
 # Session 15's H100 run (bench/results/gpu_gate_up_h100.json) also tried 64-wide tiles
 # (14-26% slower than the unfused pair) and a warp-specialized 128 x 64 setting that
-# Triton 3.6 could not compile; what is left brackets the default.
+# Triton 3.6 could not compile; session 16's H200 run (gpu_gate_up_flat_h200.json) the
+# tile and K loops pipelined as one (`tl.range(flatten=True)`: 12-20% slower) and the
+# epilogue stored in two halves (within 1-4% either way); what is left brackets the default.
 DEFAULT_CONFIGS = (
     "128:128:64:8:3:8,128:128:64:8:4:8,128:128:64:8:3:8:tiles,128:128:64:8:4:8:tiles,"
     "256:64:64:8:3:8,128:128:32:8:5:8,128:128:64:8:3:8:ws"
@@ -55,10 +56,6 @@ def parse_config(text: str) -> tuple[str, dict]:
         config["programs"] = 1 << 30
     if "ws" in parts[6:]:
         config["warp_specialize"] = True
-    if "flat" in parts[6:]:
-        config["flatten"] = True
-    if "sub" in parts[6:]:
-        config["subtile"] = True
     return text, config
 
 
