@@ -40,7 +40,7 @@ TRITON_MAX_KEYS = 8192
 # it, 128 query rows a program over blocks of 64 keys (``_wide_tiles_fit``: a further 10%
 # at 2,048, 17% at 8,192). Not from 1,024: there a text gives 4x fewer programs than
 # with 16-query tiles, too few for the SMs when it is the batch's one long text (an H200:
-# 31 short texts and one of 1,200 tokens 15% slower; two of 1,024 tokens alone 1% faster).
+# 31 short texts and one of 1,200 tokens 15% slower; two of 1,024 tokens alone 1-2% faster).
 SPLIT_QUERIES = 512
 LONG_QUERIES = 2048
 
@@ -131,8 +131,9 @@ def _tiles(max_q: int, max_k: int, group: int, wide: bool) -> dict:
     blocks of 64 keys; long sequences: see ``SPLIT_QUERIES`` and ``LONG_QUERIES``
     (``wide``: the GPU takes the larger tiles). One launch has one tile size, set by the
     batch's longest text: its short texts take the long one's tiles too (for 32 short
-    texts alone they were 49% slower), but attention's work grows with the square of a
-    text's length, so from 2,048 tokens the long texts dominate it."""
+    texts alone they were 49% slower), but from ``LONG_QUERIES`` tokens the long text
+    alone gives the SMs enough programs (512 with Qwen3-4B's 8 key/value heads), and its
+    work, which grows with the square of its length, dominates the launch."""
     heads = triton.next_power_of_2(group)
     if wide and max_q >= LONG_QUERIES:
         return {
