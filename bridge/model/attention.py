@@ -38,7 +38,7 @@ TRITON_MAX_KEYS = 8192
 # unmasked step (on an H100: 2-3% faster at 512 tokens, 7-8% at 1,024 and 2,048, 10% at
 # 8,192; 3-7% slower up to 256); from LONG_QUERIES, on Hopper with the shared memory for
 # it, 128 query rows a program over blocks of 64 keys (``_wide_tiles_fit``: a further 10%
-# at 2,048, 17% at 8,192). Not from 1,024: there a text gives 4x fewer programs than
+# at 2,048, 17% at 8,192). Not from 1,024: there a text gives half the programs it has
 # with 16-query tiles, too few for the SMs when it is the batch's one long text (an H200:
 # 31 short texts and one of 1,200 tokens 15% slower; two of 1,024 tokens alone 1-2% faster).
 SPLIT_QUERIES = 512
