@@ -85,6 +85,14 @@ def graph_ms(calls: list[Callable[[], object]], device: torch.device) -> float:
     return start.elapsed_time(end) / replays
 
 
+def mark_best(row: dict, size: int) -> None:
+    """Name the fastest FP8 method of ``row`` (its ``*_us`` times, bf16 aside) and the
+    weight bandwidth it reaches over ``size`` bytes of weights."""
+    best_us, best = min((v, k) for k, v in row.items() if k.endswith("_us") and k != "bf16_us")
+    row["best"] = best.removesuffix("_us")
+    row["weight_gb_per_s_best"] = size / best_us / 1000
+
+
 def forward_rows(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The rows (and scales) the FP8 forward gives GEMM ``name``: few bf16 rows as they are
     for o and down, FP8 rows from the norm kernel for q/k/v and gate/up."""
@@ -116,9 +124,7 @@ def measure_forward(name: str, weights: list[fp8.Fp8Weight], rows: int, configs:
             row[f"{key}_max_rel_diff"] = (got - want).abs().max().item() / want.abs().max().item()
         except Exception as exc:  # noqa: BLE001 - a config that does not compile
             row[f"{key}_error"] = str(exc)[:200]
-    best_us, best = min((v, k) for k, v in row.items() if k.endswith("_us"))
-    row["best"] = best.removesuffix("_us")
-    row["weight_gb_per_s_best"] = weights[0].weight.numel() / best_us / 1000
+    mark_best(row, weights[0].weight.numel())
     return row
 
 
@@ -151,10 +157,7 @@ def measure(bf16: torch.Tensor, weights: list[fp8.Fp8Weight], rows: int, configs
             row[f"{key}_error"] = str(exc)[:200]
     row["bf16_us"] /= len(weights)
     size = weights[0].weight.numel()
-    timed = [(v, k) for k, v in row.items() if k.endswith("_us") and k != "bf16_us"]
-    best_us, best = min(timed)
-    row["best"] = best.removesuffix("_us")
-    row["weight_gb_per_s_best"] = size / best_us / 1000
+    mark_best(row, size)
     row["weight_gb_per_s_scaled_mm"] = size / row["scaled_mm_us"] / 1000
     return row
 

@@ -119,8 +119,6 @@ def triton_supported(q: torch.Tensor, k: torch.Tensor) -> bool:
 def _wide_tiles_fit(q: torch.Tensor) -> bool:
     """Whether the long sequences' tiles (measured on an H100) suit this GPU: Hopper or
     newer, with shared memory for 3 stages of 64 keys and values and 128 query rows."""
-    if interpreting():
-        return True
     return hopper_fits(q.device, (3 * 2 * 64 + 128) * q.shape[-1] * q.element_size())
 
 

@@ -76,8 +76,6 @@ def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if x.data_ptr() % 16 or weight.data_ptr() % 16:
         return False
-    if interpreting():
-        return True
     return hopper_fits(x.device, shared_bytes(stages_for(x.shape[0]), size))
 
 
