@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda")
     torch.manual_seed(0)
-    weights = [
+    weights = [  # (gate, up) row pairs, as the packed forward stores them
         (torch.randn(2 * INTERMEDIATE, HIDDEN, device=device) / HIDDEN**0.5).bfloat16()
         for _ in range(LAYERS)
     ]
@@ -81,11 +81,11 @@ def main() -> None:
     for rows in (int(r) for r in args.rows.split(",")):
         x = torch.randn(rows, HIDDEN, device=device).bfloat16()
         flops = 2 * rows * 2 * INTERMEDIATE * HIDDEN
-        want = silu_mul_triton(F.linear(x, weights[0])).float()
+        want = silu_mul_triton(F.linear(x, weights[0]), pairs=True).float()
         scale = want.abs().max().item()
         methods = {
             "cublas": lambda w, x=x: F.linear(x, w),
-            "unfused": lambda w, x=x: silu_mul_triton(F.linear(x, w)),
+            "unfused": lambda w, x=x: silu_mul_triton(F.linear(x, w), pairs=True),
             "fused": lambda w, x=x: gate_up.gate_up_silu(x, w),
         }
         for name, config in configs.items():

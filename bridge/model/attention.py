@@ -19,6 +19,8 @@ Three implementations of one definition:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -43,6 +45,25 @@ TRITON_MAX_KEYS = 8192
 # 31 short texts and one of 1,200 tokens 15% slower; two of 1,024 tokens alone 1-2% faster).
 SPLIT_QUERIES = 512
 LONG_QUERIES = 2048
+
+
+@dataclass(frozen=True)
+class QueryRope:
+    """Qwen3's query step before attention: per-head RMSNorm with ``weight``, then rotary
+    at each query's position from the tables ``cos``/``sin`` (positions, head dim). Our
+    kernel applies it to the queries as it loads them (a query's position is its place
+    in its text); elsewhere ``kernels.py`` applies its ``norm_rope`` first, at
+    ``positions[rows]`` (``rows`` None: ``positions`` are the queries')."""
+
+    weight: torch.Tensor
+    eps: float
+    cos: torch.Tensor
+    sin: torch.Tensor
+    positions: torch.Tensor
+    rows: torch.Tensor | None = None
+
+    def query_positions(self) -> torch.Tensor:
+        return self.positions if self.rows is None else self.positions[self.rows]
 
 
 def attention_reference(
@@ -90,12 +111,10 @@ def attention_any(q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool) -> 
     return run(q, k, v, cu_q, cu_k, max_q, max_k, causal)
 
 
-def attention_fused(q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool) -> torch.Tensor:
-    """Our Triton kernel up to ``TRITON_MAX_KEYS`` keys, flash attention (or the reference)
-    past it or for shapes the kernel does not take."""
-    if max_k <= TRITON_MAX_KEYS and triton_supported(q, k):
-        return attention_triton(q, k, v, cu_q, cu_k, max_q, max_k, causal)
-    return attention_any(q, k, v, cu_q, cu_k, max_q, max_k, causal)
+def triton_takes(q: torch.Tensor, k: torch.Tensor, max_k: int) -> bool:
+    """Whether ``attention_triton`` serves these inputs: up to ``TRITON_MAX_KEYS`` keys a
+    sequence, shapes the kernel takes (past it, flash attention is as fast)."""
+    return max_k <= TRITON_MAX_KEYS and triton_supported(q, k)
 
 
 def _scale(q: torch.Tensor) -> float:
@@ -148,14 +167,17 @@ def _tiles(max_q: int, max_k: int, group: int, wide: bool) -> dict:
     return {"block": block, "block_n": block_n, "stages": stages, "split": max_q >= SPLIT_QUERIES}
 
 
-def attention_triton(q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool) -> torch.Tensor:
-    """The Triton kernel (CUDA, or Triton's CPU interpreter)."""
+def attention_triton(
+    q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool, rope: QueryRope | None = None
+) -> torch.Tensor:
+    """The Triton kernel (CUDA, or Triton's CPU interpreter); ``rope``: the queries come raw
+    and the kernel norms and rotates them as it loads them."""
     tiles = _tiles(max_q, max_k, q.shape[1] // k.shape[1], _wide_tiles_fit(q))
-    return launch_triton(q, k, v, cu_q, cu_k, max_q, causal, **tiles)
+    return launch_triton(q, k, v, cu_q, cu_k, max_q, causal, rope, **tiles)
 
 
 def launch_triton(
-    q, k, v, cu_q, cu_k, max_q: int, causal: bool, *,
+    q, k, v, cu_q, cu_k, max_q: int, causal: bool, rope: QueryRope | None = None, *,
     block: int, block_n: int = 64, warps: int = 4, stages: int = 2, split: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """``_attention_kernel`` with its tile sizes given (bench/gpu_attention.py tries them);
@@ -168,11 +190,13 @@ def launch_triton(
             raise ValueError("attention_triton needs the head dimension contiguous")
     out = torch.empty((tokens, heads, dim), dtype=q.dtype, device=q.device)
     grid = (triton.cdiv(max_q, block), cu_q.shape[0] - 1, kv_heads)
+    rope_args = (q, q, q, 0.0) if rope is None else (rope.weight, rope.cos, rope.sin, rope.eps)
     _attention_kernel[grid](
-        q, k, v, out, cu_q, cu_k,
+        q, k, v, out, cu_q, cu_k, *rope_args,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), _scale(q) * 1.4426950408889634, group,
-        CAUSAL=causal, WIDEN=interpreting(), GROUP=triton.next_power_of_2(group),
+        CAUSAL=causal, ROPE=rope is not None, WIDEN=interpreting(),
+        GROUP=triton.next_power_of_2(group),
         BLOCK_M=block, BLOCK_N=block_n, DIM=dim, SPLIT=split, num_warps=warps,
         num_stages=stages,
         **launch_options(q.device),
@@ -184,9 +208,10 @@ if triton is not None:
 
     @triton.jit
     def _attention_kernel(
-        q_ptr, k_ptr, v_ptr, out_ptr, cu_q_ptr, cu_k_ptr,
+        q_ptr, k_ptr, v_ptr, out_ptr, cu_q_ptr, cu_k_ptr, qw_ptr, cos_ptr, sin_ptr, eps,
         q_st, q_sh, k_st, k_sh, v_st, v_sh, o_st, o_sh, scale_log2, group,
-        CAUSAL: tl.constexpr, WIDEN: tl.constexpr, GROUP: tl.constexpr, BLOCK_M: tl.constexpr,
+        CAUSAL: tl.constexpr, ROPE: tl.constexpr, WIDEN: tl.constexpr, GROUP: tl.constexpr,
+        BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr, DIM: tl.constexpr, SPLIT: tl.constexpr, DEPENDENT: tl.constexpr,
     ):  # fmt: skip
         wait_for_inputs(DEPENDENT)
@@ -210,9 +235,14 @@ if triton is not None:
             dims = tl.arange(0, DIM)
             q_rows = (q_start + pos).to(tl.int64) * q_st + head * q_sh
             q = tl.load(q_ptr + q_rows[:, None] + dims[None, :], mask=live[:, None], other=0.0)
+            shift = k_len - q_len  # causal, aligned to the end of the keys
+            if ROPE:  # raw queries: normed and rotated here (a query's position: pos + shift)
+                q = _norm_rope_rows(
+                    q, q_ptr + q_rows[:, None], live[:, None], qw_ptr, cos_ptr, sin_ptr,
+                    pos + shift, eps, DIM=DIM,
+                )  # fmt: skip
             if WIDEN:  # the CPU interpreter multiplies bf16 wrongly: float32 there
                 q = q.to(tl.float32)
-            shift = k_len - q_len  # causal, aligned to the end of the keys
             end = k_len
             # blocks every row of the tile sees whole: no masks (most blocks of a long text)
             whole = (k_len // BLOCK_N) * BLOCK_N
@@ -246,6 +276,32 @@ if triton is not None:
                 result.to(out_ptr.dtype.element_ty),
                 mask=live[:, None],
             )
+
+    @triton.jit
+    def _norm_rope_rows(
+        q, row_ptrs, live, w_ptr, cos_ptr, sin_ptr, positions, eps, DIM: tl.constexpr
+    ):
+        """``kernels.norm_rope`` of query rows ``q`` (rows, DIM), rounded where it rounds:
+        RMSNorm with the weight at ``w_ptr``, then rotary at ``positions``. Rotary pairs
+        dimension i with i ± DIM/2: that partner is loaded as its own rows (``swap``)."""
+        half: tl.constexpr = DIM // 2
+        dims = tl.arange(0, DIM)[None, :]
+        swap = (dims + half) % DIM
+        dt = q.dtype
+        x = q.to(tl.float32)
+        x_sw = tl.load(row_ptrs + swap, mask=live, other=0.0).to(tl.float32)
+        dim_f = tl.full((), DIM, tl.float32)
+        rstd = tl.rsqrt(tl.div_rn(tl.sum(x * x, axis=1), dim_f) + eps)[:, None]
+        w = tl.load(w_ptr + dims).to(tl.float32)
+        w_sw = tl.load(w_ptr + swap).to(tl.float32)
+        h = (w * (x * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+        h_sw = (w_sw * (x_sw * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+        table = positions.to(tl.int64)[:, None] * DIM + dims
+        c = tl.load(cos_ptr + table, mask=live, other=0.0).to(tl.float32)
+        s = tl.load(sin_ptr + table, mask=live, other=0.0).to(tl.float32)
+        # rotate_half: (-second half, first half)
+        turned = tl.where(dims < half, -h_sw, h_sw)
+        return ((h * c).to(dt).to(tl.float32) + (turned * s).to(dt).to(tl.float32)).to(dt)
 
     @triton.jit
     def _attend(

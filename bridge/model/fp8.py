@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from bridge.model.errors import DeviceError
+from bridge.model.gate_up import unpair_rows
 from bridge.model.launch import launch_options, sm_count, use_libdevice, wait_for_inputs
 
 log = logging.getLogger(__name__)
@@ -497,6 +498,8 @@ def quantize_packed(packed, model: torch.nn.Module) -> int:
             weight = getattr(layer, field)
             if not isinstance(weight, torch.Tensor) or not fits(weight.shape[1], weight.shape[0]):
                 continue
+            if field == "gate_up":  # gate rows, then up rows: what the FP8 kernels take
+                weight = unpair_rows(weight)
             fp8 = Fp8Weight.of(weight)
             setattr(layer, field, fp8)
             owner, start = getattr(block, owner_name), 0

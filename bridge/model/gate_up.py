@@ -1,20 +1,20 @@
 """The MLP's gate/up GEMM with SiLU·mul in its epilogue, for many 16-bit rows (Hopper).
 
 Unfused, a Qwen3 MLP writes ``x @ [gate; up]ᵀ`` (twice the intermediate width) and a
-second kernel reads it back for ``silu(gate) * up``. Here one Triton kernel computes,
-for each tile of output columns, the gate and the up columns side by side (two
-accumulators over the same rows of ``x``) and stores only ``silu(gate) * up``: the
-product of twice the width is never written nor read again. Loads and stores go
-through tensor-memory descriptors (TMA) and the programs are persistent (one per SM,
-walking the tiles). Rounded where the two kernels round (gate and up to the model's
-dtype, then SiLU, then the product), so it agrees with ``kernels.silu_mul_torch`` of
-the GEMM up to the GEMM's own summation order.
+second kernel reads it back for ``silu(gate) * up``. Here one Triton kernel computes
+each output tile's gate and up columns in one product and stores only ``silu(gate) *
+up``: the product of twice the width is never written nor read again. The weight's
+rows come in (gate, up) pairs (``pair_rows``: the packed forward stores it so), so a
+tile of 2·BLOCK_N weight rows gives BLOCK_N gate columns each next to its up column,
+in the same thread's registers. Loads and stores go through tensor-memory descriptors
+(TMA) and the programs are persistent (one per SM, walking the tiles). Rounded where
+the two kernels round (gate and up to the model's dtype, then SiLU, then the product),
+so it agrees with ``kernels.silu_mul_torch`` of the GEMM up to the GEMM's own summation
+order.
 
 The packed forward (packed.py) uses it for batches of ``MIN_ROWS`` tokens or more on
-Hopper. On an H100, Qwen3-4B's shapes (bench/gpu_gate_up.py): 3-10% less time than
-cuBLAS then the SiLU·mul kernel from 1,024 to 32,768 rows, bit-equal results; cuBLAS
-alone, without SiLU·mul, takes 3-17% less time than it. Its arithmetic is also tested in
-Triton's interpreter (tests/unit/test_gate_up.py).
+Hopper (bench/gpu_gate_up.py measures it against cuBLAS with and without SiLU·mul). Its
+arithmetic is also tested in Triton's interpreter (tests/unit/test_gate_up.py).
 """
 
 from __future__ import annotations
@@ -56,6 +56,16 @@ def shared_bytes(stages: int, element_size: int) -> int:
     t = TILES
     per_stage = (t["block_m"] + 2 * t["block_n"]) * t["block_k"]
     return (stages * per_stage + t["block_m"] * t["block_n"]) * element_size
+
+
+def pair_rows(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The kernel's weight layout: row 2j is ``gate``'s row j, row 2j + 1 ``up``'s."""
+    return torch.stack((gate, up), dim=1).flatten(0, 1)
+
+
+def unpair_rows(weight: torch.Tensor) -> torch.Tensor:
+    """``pair_rows``'s weight as the gate rows, then the up rows."""
+    return torch.cat((weight[0::2], weight[1::2]))
 
 
 def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -104,7 +114,7 @@ def gate_up_silu(
     programs = min(tiles, programs or sm_count(x.device))
     _gate_up_silu_kernel[(programs,)](
         TensorDescriptor.from_tensor(x, [block_m, block_k]),
-        TensorDescriptor.from_tensor(weight, [block_n, block_k]),
+        TensorDescriptor.from_tensor(weight, [2 * block_n, block_k]),
         TensorDescriptor.from_tensor(out, [block_m, block_n]),
         rows, cols, depth, programs,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m,
@@ -137,25 +147,24 @@ if triton is not None:
             size_m = tl.minimum(tiles_m - first_m, GROUP_M)
             at_m = (first_m + (tile % per_group) % size_m) * BLOCK_M
             at_n = ((tile % per_group) // size_m) * BLOCK_N
-            acc_gate = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-            acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            # one product over 2 * BLOCK_N weight rows: BLOCK_N (gate, up) row pairs
+            acc = tl.zeros((BLOCK_M, 2 * BLOCK_N), tl.float32)
             for at_k in range(0, depth, BLOCK_K):
                 a = x_desc.load([at_m, at_k])
-                gate = w_desc.load([at_n, at_k])
-                up = w_desc.load([cols + at_n, at_k])
+                w = w_desc.load([2 * at_n, at_k])
                 if WIDEN:  # the CPU interpreter multiplies bf16 wrongly: exact float32 there
-                    a, gate, up = a.to(tl.float32), gate.to(tl.float32), up.to(tl.float32)
-                    acc_gate = tl.dot(a, gate.T, acc_gate, input_precision="ieee")
-                    acc_up = tl.dot(a, up.T, acc_up, input_precision="ieee")
+                    a, w = a.to(tl.float32), w.to(tl.float32)
+                    acc = tl.dot(a, w.T, acc, input_precision="ieee")
                 else:
-                    acc_gate = tl.dot(a, gate.T, acc_gate)
-                    acc_up = tl.dot(a, up.T, acc_up)
+                    acc = tl.dot(a, w.T, acc)
+            # each thread holds a gate column next to its up column: the split moves nothing
+            gate, up = acc.reshape(BLOCK_M, BLOCK_N, 2).split()
             # silu(gate) * up, rounded where the GEMM and the SiLU·mul kernel round
             dt = out_desc.dtype
-            g = acc_gate.to(dt).to(tl.float32)
+            g = gate.to(dt).to(tl.float32)
             if LIBDEVICE:  # noqa: SIM108 - expf as torch computes it
                 e = libdevice.exp(-g)
             else:  # the CPU interpreter (tests) has no libdevice
                 e = tl.exp(-g)
             act = tl.div_rn(g, 1.0 + e).to(dt).to(tl.float32)
-            out_desc.store([at_m, at_n], (act * acc_up.to(dt).to(tl.float32)).to(dt))
+            out_desc.store([at_m, at_n], (act * up.to(dt).to(tl.float32)).to(dt))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bridge.model.attention import attention_any, attention_fused
+from bridge.model.attention import QueryRope, attention_any, attention_triton, triton_takes
 from bridge.model.fp8 import (
     FP8,
     FP8_MAX,
@@ -82,9 +82,13 @@ def norm_rope_torch(
     return (h * c) + (rotated * s)
 
 
-def silu_mul_torch(gate_up: torch.Tensor) -> torch.Tensor:
-    """``silu(gate) * up``, ``gate_up`` holding gate then up on its last dimension."""
-    gate, up = gate_up.chunk(2, dim=-1)
+def silu_mul_torch(gate_up: torch.Tensor, pairs: bool = False) -> torch.Tensor:
+    """``silu(gate) * up``, ``gate_up`` holding gate then up on its last dimension, or with
+    ``pairs`` each gate column followed by its up column (gate_up.py's layout)."""
+    if pairs:
+        gate, up = gate_up.unflatten(-1, (-1, 2)).unbind(-1)
+    else:
+        gate, up = gate_up.chunk(2, dim=-1)
     return torch.nn.functional.silu(gate) * up
 
 
@@ -201,6 +205,7 @@ if triton is not None:
         out_ptr,
         n_cols,
         BLOCK: tl.constexpr,
+        PAIRS: tl.constexpr,
         LIBDEVICE: tl.constexpr,
         DEPENDENT: tl.constexpr,
     ):
@@ -208,8 +213,13 @@ if triton is not None:
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         keep = cols < n_cols
-        gate = tl.load(gu_ptr + row * 2 * n_cols + cols, mask=keep, other=0.0).to(tl.float32)
-        up = tl.load(gu_ptr + row * 2 * n_cols + n_cols + cols, mask=keep, other=0.0)
+        if PAIRS:  # column c's gate at 2c, its up at 2c + 1
+            gate_at, up_at = 2 * cols, 2 * cols + 1
+        else:  # gate columns, then the up columns
+            gate_at, up_at = cols, n_cols + cols
+        gate = tl.load(gu_ptr + row * 2 * n_cols + gate_at, mask=keep, other=0.0)
+        gate = gate.to(tl.float32)
+        up = tl.load(gu_ptr + row * 2 * n_cols + up_at, mask=keep, other=0.0)
         if LIBDEVICE:  # noqa: SIM108 - expf as torch computes it, not ex2.approx
             e = libdevice.exp(-gate)
         else:  # the CPU interpreter (tests) has no libdevice
@@ -292,15 +302,42 @@ def norm_rope_triton(
     return out
 
 
-def silu_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
+def silu_mul_triton(gate_up: torch.Tensor, pairs: bool = False) -> torch.Tensor:
     n = gate_up.shape[-1] // 2
     flat = gate_up.contiguous().view(-1, 2 * n)
     out = torch.empty((flat.shape[0], n), dtype=gate_up.dtype, device=gate_up.device)
     block = 1024
     _silu_mul[(flat.shape[0], triton.cdiv(n, block))](
-        flat, out, n, BLOCK=block, LIBDEVICE=use_libdevice(), **launch_options(flat.device)
-    )
+        flat, out, n, BLOCK=block, PAIRS=pairs, LIBDEVICE=use_libdevice(),
+        **launch_options(flat.device),
+    )  # fmt: skip
     return out.view(*gate_up.shape[:-1], n)
+
+
+def _roped(norm_rope: Callable[..., torch.Tensor], q: torch.Tensor, rope: QueryRope | None):
+    """Raw query heads ``q`` normed and rotated by ``norm_rope`` as ``rope`` says."""
+    if rope is None:
+        return q
+    weights = (rope.weight, rope.weight)
+    positions = rope.query_positions()
+    return norm_rope(q, weights, q.shape[1], rope.eps, rope.cos, rope.sin, positions)
+
+
+def attention_torch(q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool, rope=None):
+    """``attention_any`` (flash attention on CUDA, the reference elsewhere); ``rope``: the
+    queries come raw and are normed and rotated first."""
+    q = _roped(norm_rope_torch, q, rope)
+    return attention_any(q, k, v, cu_q, cu_k, max_q, max_k, causal)
+
+
+def attention_fused(q, k, v, cu_q, cu_k, max_q: int, max_k: int, causal: bool, rope=None):
+    """Our Triton kernel where it serves (``triton_takes``), raw queries normed and rotated
+    as it loads them; else ``norm_rope_triton`` first, then flash attention (or the
+    reference)."""
+    if triton_takes(q, k, max_k):
+        return attention_triton(q, k, v, cu_q, cu_k, max_q, max_k, causal, rope)
+    q = _roped(norm_rope_triton, q, rope)
+    return attention_any(q, k, v, cu_q, cu_k, max_q, max_k, causal)
 
 
 @dataclass(frozen=True)
@@ -311,10 +348,11 @@ class Ops:
     rms_norm: Callable[..., torch.Tensor]
     add_rms_norm: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     norm_rope: Callable[..., torch.Tensor]
-    silu_mul: Callable[[torch.Tensor], torch.Tensor]
+    silu_mul: Callable[..., torch.Tensor]  # (gate_up, pairs=False): see silu_mul_torch
     # add_rms_norm with its normed output quantized for an FP8 GEMM (--quantize fp8)
     add_rms_norm_fp8: Callable[..., tuple[torch.Tensor, Fp8Rows]]
-    # attention over packed sequences (bridge/model/attention.py)
+    # attention over packed sequences (bridge/model/attention.py), its queries raw when
+    # given a QueryRope: (q, k, v, cu_q, cu_k, max_q, max_k, causal, rope=None)
     attention: Callable[..., torch.Tensor]
     # the steps may also run inside our Triton GEMMs (SiLU·mul in a few-row FP8 GEMM)
     in_gemms: bool = False
@@ -322,7 +360,7 @@ class Ops:
 
 TORCH_OPS = Ops(
     "torch", rms_norm_torch, add_rms_norm_torch, norm_rope_torch, silu_mul_torch,
-    add_rms_norm_fp8_torch, attention_any,
+    add_rms_norm_fp8_torch, attention_torch,
 )  # fmt: skip
 TRITON_OPS = Ops(
     "triton", rms_norm_triton, add_rms_norm_triton, norm_rope_triton, silu_mul_triton,

@@ -6,9 +6,11 @@ and flash attention past them, one causal attention per sequence elsewhere.
 Each block is four GEMMs around the fused steps of ``kernels.py`` (q/k/v and gate/up
 each one GEMM; SiLU·mul runs in the gate/up GEMM with FP8 and few rows (fp8.py, whose
 split-K partials the residual-add kernel adds up) and with 16-bit weights and many rows
-on Hopper (gate_up.py)), and the last block computes only the rows that are pooled
-(each sequence's last token). The weights are those of the loaded transformers model;
-fused GEMM weights are built once and the model's own weights become views of them.
+on Hopper (gate_up.py); the q heads' RMSNorm and rotary run in our attention kernel as
+it loads them (attention.py's ``QueryRope``), the k heads' in ``norm_rope``), and the
+last block computes only the rows that are pooled (each sequence's last token). The
+weights are those of the loaded transformers model; fused GEMM weights are built once
+and the model's own weights become views of them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from bridge.model import gate_up as gate_up_gemm
+from bridge.model.attention import QueryRope
 from bridge.model.errors import Unsupported
 from bridge.model.fp8 import Fp8Rows, Fp8Weight, Partials, linear
 from bridge.model.kernels import Ops
@@ -85,8 +88,18 @@ class _Layer:
     k_norm: torch.Tensor
     o: torch.Tensor | Fp8Weight
     norm_post: torch.Tensor
-    gate_up: torch.Tensor | Fp8Weight  # (2 * intermediate, hidden)
+    # (2 * intermediate, hidden): gate and up rows paired (gate_up.py); FP8: gate rows, then up
+    gate_up: torch.Tensor | Fp8Weight
     down: torch.Tensor | Fp8Weight
+
+
+def _pair_rows(gate: torch.nn.Linear, up: torch.nn.Linear) -> torch.Tensor:
+    """One weight whose rows alternate ``gate``'s and ``up``'s (``gate_up.pair_rows``); the
+    modules' weights become strided views of it, as in ``_fuse_rows``."""
+    weight = gate_up_gemm.pair_rows(gate.weight.detach(), up.weight.detach())
+    for start, module in enumerate((gate, up)):
+        module.weight = torch.nn.Parameter(weight[start::2], requires_grad=False)
+    return weight
 
 
 def _fuse_rows(first: torch.nn.Linear, *rest: torch.nn.Linear) -> torch.Tensor:
@@ -127,7 +140,7 @@ class PackedQwen3:
                     attn.k_norm.weight,
                     attn.o_proj.weight,
                     layer.post_attention_layernorm.weight,
-                    _fuse_rows(mlp.gate_proj, mlp.up_proj),
+                    _pair_rows(mlp.gate_proj, mlp.up_proj),
                     mlp.down_proj.weight,
                 )
             )
@@ -150,28 +163,23 @@ class PackedQwen3:
         pooled = b.last.shape[0]
         for i, layer in enumerate(self.layers):
             qkv = linear(x, layer.qkv)
-            norms = (layer.q_norm, layer.k_norm)
-            if i < len(self.layers) - 1:  # q and k heads normed and rotated in one pass
-                qk = ops.norm_rope(
-                    qkv[:, : nq + nk].view(-1, self.heads + self.kv_heads, d),
-                    norms, self.heads, eps, self.cos, self.sin, b.positions,
-                )  # fmt: skip
-                q, k = qk[:, : self.heads], qk[:, self.heads :]
-                cu_q, max_q, causal = b.cu_seqlens, b.max_len, True
+            # the k heads normed and rotated here; the q heads by attention as it loads them
+            k = ops.norm_rope(
+                qkv[:, nq : nq + nk].view(-1, self.kv_heads, d),
+                (layer.q_norm, layer.k_norm), 0, eps, self.cos, self.sin, b.positions,
+            )  # fmt: skip
+            if i < len(self.layers) - 1:
+                q = qkv[:, :nq].view(-1, self.heads, d)
+                rows, cu_q, max_q, causal = None, b.cu_seqlens, b.max_len, True
             else:  # only the pooled tokens go on: their query attends to their whole text
-                k = ops.norm_rope(
-                    qkv[:, nq : nq + nk].view(-1, self.kv_heads, d),
-                    norms, 0, eps, self.cos, self.sin, b.positions,
-                )  # fmt: skip
-                q = ops.norm_rope(
-                    qkv[b.last, :nq].view(-1, self.heads, d),
-                    norms, self.heads, eps, self.cos, self.sin, b.positions[b.last],
-                )  # fmt: skip
+                q = qkv[b.last, :nq].view(-1, self.heads, d)
+                rows = b.last
                 h = h[b.last]
                 cu_q = torch.arange(pooled + 1, dtype=torch.int32, device=h.device)
                 max_q, causal = 1, False
+            rope = QueryRope(layer.q_norm, eps, self.cos, self.sin, b.positions, rows)
             v = qkv[:, nq + nk :].view(-1, self.kv_heads, d)
-            out = ops.attention(q, k, v, cu_q, b.cu_seqlens, max_q, b.max_len, causal)
+            out = ops.attention(q, k, v, cu_q, b.cu_seqlens, max_q, b.max_len, causal, rope)
             h, x = self._add_norm(
                 linear(out.view(-1, nq), layer.o, keep_parts=True), h, layer.norm_post,
                 layer.gate_up,
@@ -199,7 +207,7 @@ class PackedQwen3:
             and gate_up_gemm.supported(x, gate_up)
         ):
             return gate_up_gemm.gate_up_silu(x, gate_up)
-        return self.ops.silu_mul(linear(x, gate_up))
+        return self.ops.silu_mul(linear(x, gate_up), pairs=isinstance(gate_up, torch.Tensor))
 
     def _add_norm(
         self,

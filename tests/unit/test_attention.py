@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from bridge.model import attention, launch
+from bridge.model import attention, kernels, launch
 
 
 def written_out(q, k, v, causal: bool) -> torch.Tensor:
@@ -75,17 +75,26 @@ def test_causal_shorter_queries_align_to_the_end_of_the_keys():
 def test_triton_kernel_is_chosen_up_to_its_longest_keys_only(monkeypatch):
     used = []
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # CPU tensors: only in the interpreter
-    monkeypatch.setattr(attention, "attention_triton", lambda *a: used.append("triton"))
-    monkeypatch.setattr(attention, "attention_any", lambda *a: used.append("any"))
+    monkeypatch.setattr(kernels, "attention_triton", lambda *a: used.append("triton"))
+    monkeypatch.setattr(kernels, "attention_any", lambda *a: used.append(a[0]))
     q, k, v, cu = packed([4], heads=4, kv_heads=2, dim=16, dtype=torch.bfloat16)
-    attention.attention_fused(q, k, v, cu, cu, 4, attention.TRITON_MAX_KEYS, True)
-    attention.attention_fused(q, k, v, cu, cu, 4, attention.TRITON_MAX_KEYS + 1, True)
+    kernels.attention_fused(q, k, v, cu, cu, 4, attention.TRITON_MAX_KEYS, True)
+    kernels.attention_fused(q, k, v, cu, cu, 4, attention.TRITON_MAX_KEYS + 1, True)
     q3 = torch.zeros(4, 4, 24, dtype=torch.bfloat16)  # head size not a power of two
-    attention.attention_fused(q3, q3[:, :2], q3[:, :2], cu, cu, 4, 4, True)
-    assert used == ["triton", "any", "any"]
+    kernels.attention_fused(q3, q3[:, :2], q3[:, :2], cu, cu, 4, 4, True)
+    assert used[0] == "triton" and used[1] is q and used[2] is q3
     monkeypatch.delenv("TRITON_INTERPRET")
-    attention.attention_fused(q, k, v, cu, cu, 4, 4, True)  # CPU, no interpreter
-    assert used[-1] == "any"
+    kernels.attention_fused(q, k, v, cu, cu, 4, 4, True)  # CPU, no interpreter
+    assert used[-1] is q
+    # raw queries (a QueryRope) are normed and rotated first where the kernel is not used
+    monkeypatch.setattr(kernels, "norm_rope_triton", kernels.norm_rope_torch)  # no GPU here
+    table = torch.randn(8, 16, dtype=torch.bfloat16)
+    rope = attention.QueryRope(torch.rand(16, dtype=torch.bfloat16) + 0.5, 1e-6, table,
+                               table.flip(0), torch.arange(4))  # fmt: skip
+    kernels.attention_fused(q, k, v, cu, cu, 4, 4, True, rope)
+    want = kernels.norm_rope_torch(q, (rope.weight,) * 2, 4, 1e-6, table, table.flip(0),
+                                   torch.arange(4))  # fmt: skip
+    torch.testing.assert_close(used[-1], want)
 
 
 @pytest.mark.skipif(attention.triton is None, reason="Triton is not installed with this torch")
@@ -158,8 +167,33 @@ for lengths, heads, kv_heads, dim in cases:
     split = attention.launch_triton(q[last].contiguous(), k, v, cu_q, cu, 1, False, block=4,
                                     block_n=16, split=True)
     assert torch.equal(split, one) or (split.float() - one.float()).abs().max() < 0.03
-print("worst", worst)
+# raw queries normed and rotated by the kernel as it loads them (QueryRope), in both forms
+from bridge.model.kernels import norm_rope_torch
+rope_worst = 0.0
+for lengths, heads, kv_heads, dim in cases:
+    q, k, v, cu = packed(lengths, heads, kv_heads, dim, torch.bfloat16)
+    q = q * 3  # RMSNorm has work to do
+    longest, tokens = max(lengths), sum(lengths)
+    angles = torch.arange(200)[:, None] * torch.rand(dim)[None, :]
+    cos, sin = angles.cos().bfloat16(), angles.sin().bfloat16()
+    positions = torch.cat([torch.arange(n) for n in lengths])
+    weight = (torch.rand(dim) + 0.5).bfloat16()
+    scale = v.float().abs().max()  # outputs are averages of v: at most this large
+    rope = attention.QueryRope(weight, 1e-6, cos, sin, positions)
+    roped = norm_rope_torch(q, (weight, weight), heads, 1e-6, cos, sin, positions)
+    want = attention.attention_triton(roped, k, v, cu, cu, longest, longest, True)
+    got = attention.attention_triton(q, k, v, cu, cu, longest, longest, True, rope)
+    rope_worst = max(rope_worst, ((got.float() - want.float()).abs() / scale).max().item())
+    last = (cu[1:] - 1).clamp(min=0).long()
+    cu_q = torch.arange(len(lengths) + 1, dtype=torch.int32)
+    rope = attention.QueryRope(weight, 1e-6, cos, sin, positions, last)
+    want = attention.attention_triton(roped[last].contiguous(), k, v, cu_q, cu, 1, longest, False)
+    got = attention.attention_triton(q[last].contiguous(), k, v, cu_q, cu, 1, longest, False,
+                                     rope)
+    rope_worst = max(rope_worst, ((got.float() - want.float()).abs() / scale).max().item())
+print("worst", worst, "rope", rope_worst)
 assert worst < 0.03, worst  # bf16 inputs and output: a few units in the last place
+assert rope_worst <= 2**-6, rope_worst  # q a unit in the last place apart here and there
 """
 
 

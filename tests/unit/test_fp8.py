@@ -92,7 +92,10 @@ def test_packed_qwen3_forward_with_fp8_weights(tiny_qwen3_dir):
         x = torch.randn(2, model.config.hidden_size)
         fused = packed.layers[0].qkv(x)
         split = torch.cat([attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)], dim=-1)
-    assert torch.equal(fused, split)
+        mlp = model.layers[0].mlp  # FP8 gate/up: the gate rows, then the up rows
+        gate_up = packed.layers[0].gate_up(x)
+        halves = torch.cat([mlp.gate_proj(x), mlp.up_proj(x)], dim=-1)
+    assert torch.equal(fused, split) and torch.equal(gate_up, halves)
     # 64-wide random layers average little of the rounding away; real models: bench/gpu_fp8.py
     assert cosines(got, want).min() > 0.97
     assert not torch.equal(got, want)  # the FP8 weights are really used

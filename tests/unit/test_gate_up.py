@@ -26,16 +26,16 @@ torch.manual_seed(0)
 # float16: the interpreter rounds bfloat16 wrongly (the GPU does not)
 for rows, hidden, inter, tiles in [
     (70, 64, 48, dict(block_m=32, block_n=32, block_k=32, programs=3)),  # partial tiles
-    (33, 32, 40, dict(block_m=16, block_n=16, block_k=16, programs=2)),  # gate tile over up
+    (33, 32, 40, dict(block_m=16, block_n=16, block_k=16, programs=2)),  # a partial pair tile
     (64, 48, 32, dict(block_m=32, block_n=16, block_k=16)),  # programs: one per SM
     (16, 32, 16, dict(block_m=16, block_n=16, block_k=32, programs=1 << 30)),  # a tile each
 ]:
     x = torch.randn(rows, hidden, dtype=torch.float16)
-    w = (torch.randn(2 * inter, hidden) / hidden**0.5).half()
+    w = (torch.randn(2 * inter, hidden) / hidden**0.5).half()  # (gate, up) row pairs
     w[:, 0] *= 50  # channels of very different sizes
     assert gate_up.supported(x, w)
     got = gate_up.gate_up_silu(x, w, group_m=2, warps=4, stages=2, **tiles)
-    want = silu_mul_torch((x.float() @ w.float().t()).half())
+    want = silu_mul_torch((x.float() @ w.float().t()).half(), pairs=True)
     assert got.shape == (rows, inter) and got.dtype == torch.float16
     # rounded where the two kernels round: equal but for exp's last bit here and there
     assert torch.allclose(got.float(), want.float(), rtol=2**-10,
@@ -95,7 +95,7 @@ def test_the_packed_forward_fuses_only_many_rows_with_fused_steps(monkeypatch):
     plain = SimpleNamespace(ops=TORCH_OPS)
     assert PackedQwen3._activation(fusing, many, w) == "fused"
     unfused = PackedQwen3._activation(fusing, few, w)
-    torch.testing.assert_close(unfused, TORCH_OPS.silu_mul(few @ w.T))
+    torch.testing.assert_close(unfused, TORCH_OPS.silu_mul(few @ w.T, pairs=True))
     assert PackedQwen3._activation(plain, many, w).shape == (gate_up.MIN_ROWS, 4)
     # FP8 weights never reach it, also where their own fused path declines
     fp8_weight = Fp8Weight.of(torch.randn(8, 16))

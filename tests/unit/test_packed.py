@@ -77,6 +77,9 @@ def test_packed_forward_equals_transformers(tiny_qwen3_dir):
     assert torch.allclose(bucketed[:3], got, atol=1e-5)
     # the model's own weights are now views of the fused ones and still give its results
     assert torch.allclose(reference(model, SEQS), want, atol=1e-6)
+    mlp, fused = model.layers[0].mlp, packed.layers[0].gate_up  # (gate, up) row pairs
+    assert mlp.gate_proj.weight.data_ptr() == fused.data_ptr()
+    assert torch.equal(fused[1::2], mlp.up_proj.weight)
 
 
 def test_unsupported_configurations_are_refused(tiny_qwen3_dir):
