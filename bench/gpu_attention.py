@@ -11,7 +11,11 @@ picks; then each configuration of ``--configs`` through ``attention.launch_trito
 BLOCK_M:BLOCK_N:WARPS:STAGES[:whole] (BLOCK_M queries of each of the 4 query heads of
 a key/value head a program; ``whole``: the blocks of keys every row of a tile sees whole
 go through an unmasked step, the rest through the masked one). ``pooled`` cases are the
-last layer's: one query per sequence over its whole text.
+last layer's: one query per sequence over its whole text. With the default tiles, each
+case that is not pooled also times the q/k norm and rotary with attention, as the
+forward runs them (``rope_inside_us``: ``norm_rope`` on the k heads, the q heads normed
+and rotated by the attention kernel, ``attention.QueryRope``) and as it did before
+(``rope_before_us``: ``norm_rope`` on the q and k heads, then attention).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpu_small_gemm import graph_ms  # noqa: E402
 
 from bridge.model import attention  # noqa: E402
+from bridge.model.kernels import norm_rope_triton  # noqa: E402
 
 HEADS, KV_HEADS, DIM, LAYERS = 32, 8, 128, 36
 SLOTS = 32
@@ -83,6 +88,45 @@ def layer_inputs(lengths: list[int], pooled: bool, device) -> list[tuple]:
         else:
             calls.append((q, k, v, cu, cu, None, False))
     return calls
+
+
+def rope_steps(lengths: list[int], longest: int, device) -> dict:
+    """µs a layer of the q/k norm and rotary with attention: inside the kernel and before."""
+    tokens, eps = sum(lengths), 1e-6
+    positions = torch.cat([torch.arange(n) for n in lengths]).to(device)
+    angles = torch.arange(max(lengths) + 1, device=device)[:, None] * torch.rand(DIM, device=device)
+    cos, sin = angles.cos().bfloat16(), angles.sin().bfloat16()
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths).cumsum(0)
+    cu = cu.to(device)
+    layers = []
+    for _ in range(LAYERS):
+        qkv = torch.randn(tokens, (HEADS + 2 * KV_HEADS) * DIM, device=device, dtype=torch.bfloat16)
+        norms = (torch.rand(DIM, device=device) + 0.5).bfloat16(), torch.ones_like(cos[0])
+        layers.append((qkv, norms))
+
+    def before(qkv, norms):
+        qk = qkv[:, : (HEADS + KV_HEADS) * DIM].view(tokens, HEADS + KV_HEADS, DIM)
+        qk = norm_rope_triton(qk, norms, HEADS, eps, cos, sin, positions)
+        v = qkv[:, (HEADS + KV_HEADS) * DIM :].view(tokens, KV_HEADS, DIM)
+        return attention.attention_triton(qk[:, :HEADS], qk[:, HEADS:], v, cu, cu, longest,
+                                          longest, True)  # fmt: skip
+
+    def inside(qkv, norms):
+        k = qkv[:, HEADS * DIM : (HEADS + KV_HEADS) * DIM].view(tokens, KV_HEADS, DIM)
+        k = norm_rope_triton(k, norms, 0, eps, cos, sin, positions)
+        q = qkv[:, : HEADS * DIM].view(tokens, HEADS, DIM)
+        v = qkv[:, (HEADS + KV_HEADS) * DIM :].view(tokens, KV_HEADS, DIM)
+        rope = attention.QueryRope(norms[0], eps, cos, sin, positions)
+        return attention.attention_triton(q, k, v, cu, cu, longest, longest, True, rope)
+
+    out = {}
+    for name, step in (("rope_before", before), ("rope_inside", inside)):
+        us = graph_ms([lambda a=a, f=step: f(*a) for a in layers], device) * 1000 / LAYERS
+        out[f"{name}_us"] = us
+    got, want = inside(*layers[0]).float(), before(*layers[0]).float()
+    out["rope_inside_max_diff"] = float((got - want).abs().max())
+    return out
 
 
 def measure(lengths: list[int], longest: int, pooled: bool, configs: list[str], device) -> dict:
@@ -140,13 +184,19 @@ def main() -> None:
                 continue
             key = name + (" pooled" if pooled else "")
             result["cases"][key] = row = measure(lengths, longest, pooled, configs, device)
+            if not pooled:
+                row |= rope_steps(lengths, longest, device)
             best = min(
                 ((c, r["us"]) for c, r in row.items() if isinstance(r, dict) and "us" in r),
                 key=lambda cr: cr[1],
             )
+            rope = ""
+            if not pooled:
+                before, inside = row["rope_before_us"], row["rope_inside_us"]
+                rope = f"  rope before {before:.2f} inside {inside:.2f}"
             print(
                 f"{key:16s} flash {row['flash_us']:7.2f} us  default {row['default_us']:7.2f} us"
-                f"  best {best[0]} {best[1]:7.2f} us  diff {row['default_max_diff']:.4f}",
+                f"  best {best[0]} {best[1]:7.2f} us  diff {row['default_max_diff']:.4f}{rope}",
                 flush=True,
             )
             torch.cuda.empty_cache()

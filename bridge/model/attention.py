@@ -15,6 +15,10 @@ Three implementations of one definition:
   against 274, one of 8,192 1,307 against 1,754.
 - ``attention_flash``: PyTorch's flash attention on CUDA, for longer sequences.
 - ``attention_reference``: one ``scaled_dot_product_attention`` per sequence, anywhere.
+
+Qwen3 norms and rotates each query head before attention (``QueryRope``); our kernel
+does that as it loads the raw q heads from the q/k/v GEMM's output, so they are not
+written and read again (``kernels.py`` runs ``norm_rope`` first for the other two).
 """
 
 from __future__ import annotations
@@ -211,8 +215,8 @@ if triton is not None:
         q_ptr, k_ptr, v_ptr, out_ptr, cu_q_ptr, cu_k_ptr, qw_ptr, cos_ptr, sin_ptr, eps,
         q_st, q_sh, k_st, k_sh, v_st, v_sh, o_st, o_sh, scale_log2, group,
         CAUSAL: tl.constexpr, ROPE: tl.constexpr, WIDEN: tl.constexpr, GROUP: tl.constexpr,
-        BLOCK_M: tl.constexpr,
-        BLOCK_N: tl.constexpr, DIM: tl.constexpr, SPLIT: tl.constexpr, DEPENDENT: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DIM: tl.constexpr, SPLIT: tl.constexpr,
+        DEPENDENT: tl.constexpr,
     ):  # fmt: skip
         wait_for_inputs(DEPENDENT)
         # One program: BLOCK_M queries of one sequence for the GROUP query heads of one

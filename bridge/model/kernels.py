@@ -8,7 +8,9 @@ one kernel: RMSNorm, residual add + RMSNorm, per-head q/k RMSNorm + rotary, SiLU
 quantizes needs a whole row per program, measured 2.4 times slower than the two kernels).
 Each reproduces the transformers arithmetic step for step (float32 inside, rounded to the
 model's dtype where transformers rounds), so results stay within bf16 noise of it.
-``TORCH_OPS`` and ``TRITON_OPS`` hold the two sets behind one interface.
+``TORCH_OPS`` and ``TRITON_OPS`` hold the two sets behind one interface, attention
+included: given a ``QueryRope``, it takes the q heads raw (our attention kernel norms and
+rotates them as it loads them; elsewhere ``norm_rope`` runs first).
 """
 
 from __future__ import annotations
@@ -217,8 +219,7 @@ if triton is not None:
             gate_at, up_at = 2 * cols, 2 * cols + 1
         else:  # gate columns, then the up columns
             gate_at, up_at = cols, n_cols + cols
-        gate = tl.load(gu_ptr + row * 2 * n_cols + gate_at, mask=keep, other=0.0)
-        gate = gate.to(tl.float32)
+        gate = tl.load(gu_ptr + row * 2 * n_cols + gate_at, mask=keep, other=0.0).to(tl.float32)
         up = tl.load(gu_ptr + row * 2 * n_cols + up_at, mask=keep, other=0.0)
         if LIBDEVICE:  # noqa: SIM108 - expf as torch computes it, not ex2.approx
             e = libdevice.exp(-gate)
