@@ -41,6 +41,15 @@ for rows, hidden, inter, tiles in [
     assert torch.allclose(got.float(), want.float(), rtol=2**-10,
                           atol=1e-5 * want.abs().max().item()), (rows, hidden, inter)
     assert got.eq(want).float().mean() > 0.98, (rows, hidden, inter)
+# the SiLU·mul kernel (fewer rows) in both layouts: pairs and gate-then-up (FP8's)
+from bridge.model.kernels import silu_mul_triton
+product = torch.randn(7, 2 * 1100, dtype=torch.float16)
+for pairs in (True, False):
+    got = silu_mul_triton(product, pairs=pairs)
+    want = silu_mul_torch(product, pairs=pairs)
+    assert got.shape == (7, 1100)
+    assert torch.allclose(got.float(), want.float(), rtol=2**-10, atol=1e-5), pairs
+assert not torch.equal(silu_mul_torch(product, pairs=True), silu_mul_torch(product))
 print("ok")
 """
 
