@@ -173,7 +173,7 @@ rope_worst = 0.0
 for lengths, heads, kv_heads, dim in cases:
     q, k, v, cu = packed(lengths, heads, kv_heads, dim, torch.bfloat16)
     q = q * 3  # RMSNorm has work to do
-    longest, tokens = max(lengths), sum(lengths)
+    longest = max(lengths)
     angles = torch.arange(200)[:, None] * torch.rand(dim)[None, :]
     cos, sin = angles.cos().bfloat16(), angles.sin().bfloat16()
     positions = torch.cat([torch.arange(n) for n in lengths])
