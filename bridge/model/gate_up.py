@@ -14,10 +14,12 @@ order.
 
 The packed forward (packed.py) uses it for batches of ``MIN_ROWS`` tokens or more on
 Hopper. On an H100, Qwen3-4B's shapes (bench/gpu_gate_up.py): 4-12% less time than
-cuBLAS then the SiLU·mul kernel from 1,024 to 32,768 rows, bit-equal results; cuBLAS
-alone, without SiLU·mul, takes 5-15% less time than it (two products a tile, one for the
-gate rows and one for the up rows, took 3% more than one product on pairs from 16,384
-rows). Its arithmetic is also tested in Triton's interpreter (tests/unit/test_gate_up.py).
+cuBLAS then the SiLU·mul kernel from 1,024 to 32,768 rows, bit-equal results (one
+listing at 8,192 rows was 8% slower, the same setting listed again 5% faster: that
+bench's spread); cuBLAS alone, without SiLU·mul, takes 5-15% less time than it. Two
+products a tile, one for the gate rows and one for the up rows, took 3% more than one
+product on pairs from 16,384 rows. Its arithmetic is also tested in Triton's
+interpreter (tests/unit/test_gate_up.py).
 """
 
 from __future__ import annotations
