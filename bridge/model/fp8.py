@@ -30,7 +30,13 @@ import torch.nn.functional as F
 
 from bridge.model.errors import DeviceError
 from bridge.model.gate_up import unpair_rows
-from bridge.model.launch import launch_options, sm_count, use_libdevice, wait_for_inputs
+from bridge.model.launch import (
+    launch_options,
+    silu_mul_rounded,
+    sm_count,
+    use_libdevice,
+    wait_for_inputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +168,6 @@ def _triton_small_gemm():
     """The Triton kernels of ``small_gemm`` (built on first use on CUDA)."""
     import triton
     import triton.language as tl
-    from triton.language.extra import libdevice
 
     @triton.jit
     def kernel(
@@ -216,13 +221,7 @@ def _triton_small_gemm():
             up = acc_up * tl.load(ws_ptr + cols + n, mask=n < cols, other=0.0)[None, :]
             if X_FP8:
                 up *= x_scale
-            up = up.to(dt).to(tl.float32)
-            gate = out.to(dt).to(tl.float32)
-            if LIBDEVICE:  # noqa: SIM108 - expf as torch computes it
-                e = libdevice.exp(-gate)
-            else:  # the CPU interpreter (tests) has no libdevice
-                e = tl.exp(-gate)
-            out = tl.div_rn(gate, 1.0 + e).to(dt).to(tl.float32) * up
+            out = silu_mul_rounded(out, up, dt, LIBDEVICE)
         out_ptrs = out_ptr + split * rows * cols + m[:, None] * cols + n[None, :]
         tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=m_in & n_in)
 

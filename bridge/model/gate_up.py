@@ -30,6 +30,7 @@ from bridge.model.launch import (
     hopper_fits,
     interpreting,
     launch_options,
+    silu_mul_rounded,
     sm_count,
     use_libdevice,
     wait_for_inputs,
@@ -38,7 +39,6 @@ from bridge.model.launch import (
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
     import triton.language as tl
-    from triton.language.extra import libdevice
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # pragma: no cover - exercised where Triton (or its TMA) is absent
     triton = None
@@ -164,12 +164,5 @@ if triton is not None:
                     acc = tl.dot(a, w.T, acc)
             # each thread holds a gate column next to its up column: the split moves nothing
             gate, up = acc.reshape(BLOCK_M, BLOCK_N, 2).split()
-            # silu(gate) * up, rounded where the GEMM and the SiLU·mul kernel round
             dt = out_desc.dtype
-            g = gate.to(dt).to(tl.float32)
-            if LIBDEVICE:  # noqa: SIM108 - expf as torch computes it
-                e = libdevice.exp(-g)
-            else:  # the CPU interpreter (tests) has no libdevice
-                e = tl.exp(-g)
-            act = tl.div_rn(g, 1.0 + e).to(dt).to(tl.float32)
-            out_desc.store([at_m, at_n], (act * up.to(dt).to(tl.float32)).to(dt))
+            out_desc.store([at_m, at_n], silu_mul_rounded(gate, up, dt, LIBDEVICE).to(dt))

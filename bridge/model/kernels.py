@@ -30,12 +30,11 @@ from bridge.model.fp8 import (
     dense,
     quantize_rows_reference,
 )  # fmt: skip
-from bridge.model.launch import launch_options, use_libdevice, wait_for_inputs
+from bridge.model.launch import launch_options, silu_mul_rounded, use_libdevice, wait_for_inputs
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
     import triton.language as tl
-    from triton.language.extra import libdevice
 except ImportError:  # pragma: no cover - exercised where Triton is absent
     triton = None
 
@@ -219,16 +218,12 @@ if triton is not None:
             gate_at, up_at = 2 * cols, 2 * cols + 1
         else:  # gate columns, then the up columns
             gate_at, up_at = cols, n_cols + cols
-        gate = tl.load(gu_ptr + row * 2 * n_cols + gate_at, mask=keep, other=0.0).to(tl.float32)
+        gate = tl.load(gu_ptr + row * 2 * n_cols + gate_at, mask=keep, other=0.0)
         up = tl.load(gu_ptr + row * 2 * n_cols + up_at, mask=keep, other=0.0)
-        if LIBDEVICE:  # noqa: SIM108 - expf as torch computes it, not ex2.approx
-            e = libdevice.exp(-gate)
-        else:  # the CPU interpreter (tests) has no libdevice
-            e = tl.exp(-gate)
-        act = tl.div_rn(gate, 1.0 + e)
-        act = act.to(out_ptr.dtype.element_ty).to(tl.float32)
-        out = (act * up.to(tl.float32)).to(out_ptr.dtype.element_ty)
-        tl.store(out_ptr + row * n_cols + cols, out, keep)
+        dt = out_ptr.dtype.element_ty
+        tl.store(
+            out_ptr + row * n_cols + cols, silu_mul_rounded(gate, up, dt, LIBDEVICE).to(dt), keep
+        )
 
 
 NORM_ROPE_HEADS = 8  # heads per program: 40 q+k heads of Qwen3-4B are 5 blocks, no padding

@@ -1,5 +1,6 @@
 """How our Triton kernels are launched where they run: Triton's CPU interpreter (the tests),
-libdevice, the GPU's SMs and shared memory, and programmatic dependent launch.
+libdevice, the GPU's SMs and shared memory, and programmatic dependent launch; and the
+device functions the kernels share (``wait_for_inputs``, ``silu_mul_rounded``).
 
 **Programmatic dependent launch** (Hopper and newer): a kernel launched with it may be
 started before the kernel ahead of it in the stream has finished, and waits
@@ -23,6 +24,7 @@ import torch
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
     import triton.language as tl
+    from triton.language.extra import libdevice
 except ImportError:  # pragma: no cover - exercised where Triton is absent
     triton = None
 
@@ -90,7 +92,7 @@ def launch_options(device: torch.device) -> dict:
     return _DEPENDENT if _dependent_launch(device) else _INDEPENDENT
 
 
-wait_for_inputs = None
+wait_for_inputs = silu_mul_rounded = None
 if triton is not None:
 
     @triton.jit
@@ -99,3 +101,14 @@ if triton is not None:
         have finished and their writes are visible."""
         if DEPENDENT:
             gdc_wait()
+
+    @triton.jit
+    def silu_mul_rounded(gate, up, dt: tl.constexpr, LIBDEVICE: tl.constexpr):
+        """``silu(gate) * up`` in float32, rounded to ``dt`` where the unfused steps round:
+        gate and up (a GEMM's output), then SiLU; the caller rounds the product."""
+        g = gate.to(dt).to(tl.float32)
+        if LIBDEVICE:  # noqa: SIM108 - expf as torch computes it, not ex2.approx
+            e = libdevice.exp(-g)
+        else:  # the CPU interpreter (tests) has no libdevice
+            e = tl.exp(-g)
+        return tl.div_rn(g, 1.0 + e).to(dt).to(tl.float32) * up.to(dt).to(tl.float32)
