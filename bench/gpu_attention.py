@@ -68,12 +68,17 @@ def cases() -> dict[str, tuple[list[int], int]]:
     }
 
 
+def bounds(lengths: list[int], device) -> torch.Tensor:
+    """cu_seqlens of sequences of ``lengths``: each one's start, then the end."""
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths).cumsum(0)
+    return cu.to(device)
+
+
 def layer_inputs(lengths: list[int], pooled: bool, device) -> list[tuple]:
     """Arguments of one attention call per layer, as the packed forward makes them."""
     tokens = sum(lengths)
-    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
-    cu[1:] = torch.tensor(lengths).cumsum(0)
-    cu = cu.to(device)
+    cu = bounds(lengths, device)
     last = (cu[1:] - 1).clamp(min=0).long()
     calls = []
     for _ in range(LAYERS):
@@ -96,9 +101,7 @@ def rope_steps(lengths: list[int], longest: int, device) -> dict:
     positions = torch.cat([torch.arange(n) for n in lengths]).to(device)
     angles = torch.arange(max(lengths) + 1, device=device)[:, None] * torch.rand(DIM, device=device)
     cos, sin = angles.cos().bfloat16(), angles.sin().bfloat16()
-    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
-    cu[1:] = torch.tensor(lengths).cumsum(0)
-    cu = cu.to(device)
+    cu = bounds(lengths, device)
     layers = []
     for _ in range(LAYERS):
         qkv = torch.randn(tokens, (HEADS + 2 * KV_HEADS) * DIM, device=device, dtype=torch.bfloat16)
