@@ -6,9 +6,11 @@ and flash attention past them, one causal attention per sequence elsewhere.
 Each block is four GEMMs around the fused steps of ``kernels.py`` (q/k/v and gate/up
 each one GEMM; SiLU·mul runs in the gate/up GEMM with FP8 and few rows (fp8.py, whose
 split-K partials the residual-add kernel adds up) and with 16-bit weights and many rows
-on Hopper (gate_up.py); the q heads' RMSNorm and rotary run in our attention kernel as
-it loads them (attention.py's ``QueryRope``), the k heads' in ``norm_rope``), and the
-last block computes only the rows that are pooled (each sequence's last token). The
+on Hopper (gate_up.py); with 16-bit weights the o and down GEMMs add their product
+to the residual stream in place (cuBLAS's epilogue), so only the RMSNorm runs after
+them; the q heads' RMSNorm and rotary run in our attention kernel as it loads them
+(attention.py's ``QueryRope``), the k heads' in ``norm_rope``), and the last block
+computes only the rows that are pooled (each sequence's last token). The
 weights are those of the loaded transformers model; fused GEMM weights are built once
 and the model's own weights become views of them.
 """
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from bridge.model import gate_up as gate_up_gemm
 from bridge.model.attention import QueryRope
 from bridge.model.errors import Unsupported
-from bridge.model.fp8 import Fp8Rows, Fp8Weight, Partials, linear
+from bridge.model.fp8 import Fp8Rows, Fp8Weight, linear
 from bridge.model.kernels import Ops
 
 
@@ -180,16 +182,13 @@ class PackedQwen3:
             rope = QueryRope(layer.q_norm, eps, self.cos, self.sin, b.positions, rows)
             v = qkv[:, nq + nk :].view(-1, self.kv_heads, d)
             out = ops.attention(q, k, v, cu_q, b.cu_seqlens, max_q, b.max_len, causal, rope)
-            h, x = self._add_norm(
-                linear(out.view(-1, nq), layer.o, keep_parts=True), h, layer.norm_post,
-                layer.gate_up,
-            )  # fmt: skip
-            down = linear(self._activation(x, layer.gate_up), layer.down, keep_parts=True)
+            h, x = self._add_norm(out.view(-1, nq), layer.o, h, layer.norm_post, layer.gate_up)
+            act = self._activation(x, layer.gate_up)
             if i + 1 < len(self.layers):
                 following = self.layers[i + 1]
-                h, x = self._add_norm(down, h, following.norm_in, following.qkv)
+                h, x = self._add_norm(act, layer.down, h, following.norm_in, following.qkv)
             else:
-                h, x = ops.add_rms_norm(down, h, self.final_norm, eps)
+                h, x = self._add_norm(act, layer.down, h, self.final_norm, None)
         return x.float()  # type: ignore[union-attr]
 
     def _activation(self, x: torch.Tensor | Fp8Rows, gate_up: torch.Tensor | Fp8Weight):
@@ -211,17 +210,26 @@ class PackedQwen3:
 
     def _add_norm(
         self,
-        x: torch.Tensor | Partials,
+        x: torch.Tensor | Fp8Rows,
+        weight: torch.Tensor | Fp8Weight,
         residual: torch.Tensor,
-        weight: torch.Tensor,
-        consumer: torch.Tensor | Fp8Weight,
+        norm: torch.Tensor,
+        consumer: torch.Tensor | Fp8Weight | None,
     ) -> tuple[torch.Tensor, torch.Tensor | Fp8Rows]:
-        """Residual add + RMSNorm (``x`` may be a split GEMM's partials: added up as they
-        are loaded); the normed rows come quantized when ``consumer`` (the GEMM they feed)
-        is FP8."""
-        if isinstance(consumer, Fp8Weight):
-            return self.ops.add_rms_norm_fp8(x, residual, weight, self.eps)
-        return self.ops.add_rms_norm(x, residual, weight, self.eps)
+        """The residual stream after the GEMM of ``x`` by ``weight`` is added to it, and its
+        RMSNorm: the next GEMM's input, quantized when ``consumer`` (that GEMM) is FP8.
+        With 16-bit weights and our kernels the sum is the GEMM's own epilogue (cuBLAS
+        adds ``residual`` in place, rounding once), so the norm reads one tensor, not two;
+        an FP8 GEMM's output (or its split-K partials) is added as the norm loads it."""
+        if isinstance(consumer, Fp8Weight) or not (
+            self.ops.in_gemms and isinstance(weight, torch.Tensor)
+        ):
+            y = linear(x, weight, keep_parts=True)
+            if isinstance(consumer, Fp8Weight):
+                return self.ops.add_rms_norm_fp8(y, residual, norm, self.eps)
+            return self.ops.add_rms_norm(y, residual, norm, self.eps)
+        residual.addmm_(x, weight.t())  # type: ignore[arg-type]
+        return residual, self.ops.rms_norm(residual, norm, self.eps)
 
 
 def check_device(weight: torch.Tensor) -> None:
