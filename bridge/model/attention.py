@@ -28,7 +28,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bridge.model.launch import hopper_fits, interpreting, launch_options, wait_for_inputs
+from bridge.model.launch import (
+    hopper_fits,
+    interpreting,
+    launch_options,
+    norm_rope_halves,
+    wait_for_inputs,
+)
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
@@ -127,12 +133,12 @@ def _scale(q: torch.Tensor) -> float:
 
 def triton_supported(q: torch.Tensor, k: torch.Tensor) -> bool:
     """The kernel's inputs: on CUDA (or in Triton's interpreter), 16-bit, a power-of-two
-    head size of 16 to 256, whole head groups."""
+    head size of 32 to 256 (each half a product of at least 16), whole head groups."""
     dim = q.shape[-1]
     return (
         triton is not None
         and (q.is_cuda or interpreting())
-        and 16 <= dim <= 256
+        and 32 <= dim <= 256
         and dim & (dim - 1) == 0
         and q.shape[1] % k.shape[1] == 0
         and q.dtype in (torch.float16, torch.bfloat16)
@@ -236,17 +242,29 @@ if triton is not None:
             pos = first + rows % BLOCK_M
             live = (pos < q_len) & (member < group)
             head = kv_head * group + member
-            dims = tl.arange(0, DIM)
+            # each q row as its two halves (rotary's pairs): the scores are two products
+            half: tl.constexpr = DIM // 2
+            lo = tl.arange(0, half)[None, :]
             q_rows = (q_start + pos).to(tl.int64) * q_st + head * q_sh
-            q = tl.load(q_ptr + q_rows[:, None] + dims[None, :], mask=live[:, None], other=0.0)
+            q_at = q_ptr + q_rows[:, None] + lo
+            q1 = tl.load(q_at, mask=live[:, None], other=0.0)
+            q2 = tl.load(q_at + half, mask=live[:, None], other=0.0)
             shift = k_len - q_len  # causal, aligned to the end of the keys
             if ROPE:  # raw queries: normed and rotated here (a query's position: pos + shift)
-                q = _norm_rope_rows(
-                    q, q_ptr + q_rows[:, None], live[:, None], qw_ptr, cos_ptr, sin_ptr,
-                    pos + shift, eps, DIM=DIM,
+                table = (pos + shift).to(tl.int64)[:, None] * DIM + lo
+                cos, sin = cos_ptr + table, sin_ptr + table
+                keep = live[:, None]
+                q1, q2 = norm_rope_halves(
+                    q1.to(tl.float32), q2.to(tl.float32),
+                    tl.load(qw_ptr + lo).to(tl.float32), tl.load(qw_ptr + half + lo).to(tl.float32),
+                    tl.load(cos, mask=keep, other=0.0).to(tl.float32),
+                    tl.load(cos + half, mask=keep, other=0.0).to(tl.float32),
+                    tl.load(sin, mask=keep, other=0.0).to(tl.float32),
+                    tl.load(sin + half, mask=keep, other=0.0).to(tl.float32),
+                    eps, q_ptr.dtype.element_ty, DIM,
                 )  # fmt: skip
             if WIDEN:  # the CPU interpreter multiplies bf16 wrongly: float32 there
-                q = q.to(tl.float32)
+                q1, q2 = q1.to(tl.float32), q2.to(tl.float32)
             end = k_len
             # blocks every row of the tile sees whole: no masks (most blocks of a long text)
             whole = (k_len // BLOCK_N) * BLOCK_N
@@ -262,17 +280,18 @@ if triton is not None:
             v_base = v_ptr + kv_head * v_sh
             for n in range(0, whole, BLOCK_N):
                 acc, best, total = _attend(
-                    q, acc, best, total, k_base, v_base, k_st, v_st, k_start, n, k_len, pos + shift,
-                    scale_log2, MASKED=False, CAUSAL=CAUSAL, WIDEN=WIDEN, BLOCK_N=BLOCK_N,
-                    DIM=DIM,
+                    q1, q2, acc, best, total, k_base, v_base, k_st, v_st, k_start, n, k_len,
+                    pos + shift, scale_log2, MASKED=False, CAUSAL=CAUSAL, WIDEN=WIDEN,
+                    BLOCK_N=BLOCK_N, DIM=DIM,
                 )  # fmt: skip
             for n in range(whole, end, BLOCK_N):
                 acc, best, total = _attend(
-                    q, acc, best, total, k_base, v_base, k_st, v_st, k_start, n, k_len, pos + shift,
-                    scale_log2, MASKED=True, CAUSAL=CAUSAL, WIDEN=WIDEN, BLOCK_N=BLOCK_N,
-                    DIM=DIM,
+                    q1, q2, acc, best, total, k_base, v_base, k_st, v_st, k_start, n, k_len,
+                    pos + shift, scale_log2, MASKED=True, CAUSAL=CAUSAL, WIDEN=WIDEN,
+                    BLOCK_N=BLOCK_N, DIM=DIM,
                 )  # fmt: skip
             o_rows = (q_start + pos).to(tl.int64) * o_st + head * o_sh
+            dims = tl.arange(0, DIM)
             # a slot without keys (an unused one of a CUDA-graph bucket) gets zeros
             result = acc / tl.where(total > 0, total, 1.0)[:, None]
             tl.store(
@@ -282,50 +301,30 @@ if triton is not None:
             )
 
     @triton.jit
-    def _norm_rope_rows(
-        q, row_ptrs, live, w_ptr, cos_ptr, sin_ptr, positions, eps, DIM: tl.constexpr
-    ):
-        """``kernels.norm_rope`` of query rows ``q`` (rows, DIM), rounded where it rounds:
-        RMSNorm with the weight at ``w_ptr``, then rotary at ``positions``. Rotary pairs
-        dimension i with i ± DIM/2: that partner is loaded as its own rows (``swap``)."""
-        half: tl.constexpr = DIM // 2
-        dims = tl.arange(0, DIM)[None, :]
-        swap = (dims + half) % DIM
-        dt = q.dtype
-        x = q.to(tl.float32)
-        x_sw = tl.load(row_ptrs + swap, mask=live, other=0.0).to(tl.float32)
-        dim_f = tl.full((), DIM, tl.float32)
-        rstd = tl.rsqrt(tl.div_rn(tl.sum(x * x, axis=1), dim_f) + eps)[:, None]
-        w = tl.load(w_ptr + dims).to(tl.float32)
-        w_sw = tl.load(w_ptr + swap).to(tl.float32)
-        h = (w * (x * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
-        h_sw = (w_sw * (x_sw * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
-        table = positions.to(tl.int64)[:, None] * DIM + dims
-        c = tl.load(cos_ptr + table, mask=live, other=0.0).to(tl.float32)
-        s = tl.load(sin_ptr + table, mask=live, other=0.0).to(tl.float32)
-        # rotate_half: (-second half, first half)
-        turned = tl.where(dims < half, -h_sw, h_sw)
-        return ((h * c).to(dt).to(tl.float32) + (turned * s).to(dt).to(tl.float32)).to(dt)
-
-    @triton.jit
     def _attend(
-        q, acc, best, total, k_base, v_base, k_st, v_st, k_start, n, k_len, last_seen,
+        q1, q2, acc, best, total, k_base, v_base, k_st, v_st, k_start, n, k_len, last_seen,
         scale_log2, MASKED: tl.constexpr, CAUSAL: tl.constexpr, WIDEN: tl.constexpr,
         BLOCK_N: tl.constexpr, DIM: tl.constexpr,
     ):  # fmt: skip
-        """One block of BLOCK_N keys from ``n`` into the online softmax; ``MASKED``: the
-        block may hold keys past the text or past a row's causal limit (``last_seen``)."""
+        """One block of BLOCK_N keys from ``n`` into the online softmax (the queries as
+        their two halves ``q1``, ``q2``); ``MASKED``: the block may hold keys past the text
+        or past a row's causal limit (``last_seen``)."""
         cols = n + tl.arange(0, BLOCK_N)
         dims = tl.arange(0, DIM)
+        half: tl.constexpr = DIM // 2
+        lo = tl.arange(0, half)[:, None]
         real = cols < k_len
         at = (k_start + cols).to(tl.int64)
+        kt_at = k_base + at[None, :] * k_st + lo
         if MASKED:
-            kt = tl.load(k_base + at[None, :] * k_st + dims[:, None], mask=real[None, :], other=0.0)
+            kt1 = tl.load(kt_at, mask=real[None, :], other=0.0)
+            kt2 = tl.load(kt_at + half, mask=real[None, :], other=0.0)
         else:
-            kt = tl.load(k_base + at[None, :] * k_st + dims[:, None])
+            kt1 = tl.load(kt_at)
+            kt2 = tl.load(kt_at + half)
         if WIDEN:  # the CPU interpreter multiplies bf16 wrongly: float32 there
-            kt = kt.to(tl.float32)
-        s = tl.dot(q, kt) * scale_log2
+            kt1, kt2 = kt1.to(tl.float32), kt2.to(tl.float32)
+        s = tl.dot(q2, kt2, tl.dot(q1, kt1)) * scale_log2
         if MASKED:
             allowed = real[None, :]
             if CAUSAL:

@@ -30,7 +30,13 @@ from bridge.model.fp8 import (
     dense,
     quantize_rows_reference,
 )  # fmt: skip
-from bridge.model.launch import launch_options, silu_mul_rounded, use_libdevice, wait_for_inputs
+from bridge.model.launch import (
+    launch_options,
+    norm_rope_halves,
+    silu_mul_rounded,
+    use_libdevice,
+    wait_for_inputs,
+)
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux
     import triton
@@ -177,28 +183,20 @@ if triton is not None:
         base = x_ptr + token * x_row_stride + heads * DIM + dims
         x1 = tl.load(base, mask=keep, other=0.0).to(tl.float32)
         x2 = tl.load(base + half, mask=keep, other=0.0).to(tl.float32)
-        dim_f = tl.full((), DIM, tl.float32)
-        squares = tl.sum(x1 * x1, axis=1) + tl.sum(x2 * x2, axis=1)
-        rstd = tl.rsqrt(tl.div_rn(squares, dim_f) + eps)[:, None]
         dt = out_ptr.dtype.element_ty
         first = heads < first_heads  # q heads take one weight, k heads the other
         w1 = tl.where(first, tl.load(wa_ptr + dims), tl.load(wb_ptr + dims)).to(tl.float32)
         wa2, wb2 = tl.load(wa_ptr + half + dims), tl.load(wb_ptr + half + dims)
         w2 = tl.where(first, wa2, wb2).to(tl.float32)
-        h1 = (w1 * (x1 * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
-        h2 = (w2 * (x2 * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
-        pos = tl.load(pos_ptr + token)
-        table = pos * DIM + dims
+        table = tl.load(pos_ptr + token) * DIM + dims
         c1 = tl.load(cos_ptr + table).to(tl.float32)
         c2 = tl.load(cos_ptr + table + half).to(tl.float32)
         s1 = tl.load(sin_ptr + table).to(tl.float32)
         s2 = tl.load(sin_ptr + table + half).to(tl.float32)
-        # rotate_half: (-second half, first half)
-        out1 = (h1 * c1).to(dt).to(tl.float32) + (-h2 * s1).to(dt).to(tl.float32)
-        out2 = (h2 * c2).to(dt).to(tl.float32) + (h1 * s2).to(dt).to(tl.float32)
+        out1, out2 = norm_rope_halves(x1, x2, w1, w2, c1, c2, s1, s2, eps, dt, DIM)
         target = out_ptr + token * n_heads * DIM + heads * DIM + dims
-        tl.store(target, out1.to(dt), keep)
-        tl.store(target + half, out2.to(dt), keep)
+        tl.store(target, out1, keep)
+        tl.store(target + half, out2, keep)
 
     @triton.jit
     def _silu_mul(

@@ -1,6 +1,7 @@
 """How our Triton kernels are launched where they run: Triton's CPU interpreter (the tests),
 libdevice, the GPU's SMs and shared memory, and programmatic dependent launch; and the
-device functions the kernels share (``wait_for_inputs``, ``silu_mul_rounded``).
+device functions the kernels share (``wait_for_inputs``, ``silu_mul_rounded``,
+``norm_rope_halves``).
 
 **Programmatic dependent launch** (Hopper and newer): a kernel launched with it may be
 started before the kernel ahead of it in the stream has finished, and waits
@@ -92,7 +93,7 @@ def launch_options(device: torch.device) -> dict:
     return _DEPENDENT if _dependent_launch(device) else _INDEPENDENT
 
 
-wait_for_inputs = silu_mul_rounded = None
+wait_for_inputs = silu_mul_rounded = norm_rope_halves = None
 if triton is not None:
 
     @triton.jit
@@ -112,3 +113,18 @@ if triton is not None:
         else:  # the CPU interpreter (tests) has no libdevice
             e = tl.exp(-g)
         return tl.div_rn(g, 1.0 + e).to(dt).to(tl.float32) * up.to(dt).to(tl.float32)
+
+    @triton.jit
+    def norm_rope_halves(x1, x2, w1, w2, c1, c2, s1, s2, eps, dt: tl.constexpr, DIM: tl.constexpr):
+        """Qwen3's q/k step on head rows given as their two halves (rotary pairs dimension
+        i with i + DIM/2), all float32: RMSNorm over the head with the weight's halves
+        ``w1``, ``w2``, then rotary with cos and sin halves; rounded to ``dt`` where
+        ``kernels.norm_rope_torch`` rounds. Returns the two halves in ``dt``."""
+        squares = tl.sum(x1 * x1, axis=1) + tl.sum(x2 * x2, axis=1)
+        rstd = tl.rsqrt(tl.div_rn(squares, tl.full((), DIM, tl.float32)) + eps)[:, None]
+        h1 = (w1 * (x1 * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+        h2 = (w2 * (x2 * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+        # rotate_half: (-second half, first half)
+        out1 = (h1 * c1).to(dt).to(tl.float32) + (-h2 * s1).to(dt).to(tl.float32)
+        out2 = (h2 * c2).to(dt).to(tl.float32) + (h1 * s2).to(dt).to(tl.float32)
+        return out1.to(dt), out2.to(dt)

@@ -77,7 +77,7 @@ def test_triton_kernel_is_chosen_up_to_its_longest_keys_only(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # CPU tensors: only in the interpreter
     monkeypatch.setattr(kernels, "attention_triton", lambda *a: used.append("triton"))
     monkeypatch.setattr(kernels, "attention_any", lambda *a: used.append(a[0]))
-    q, k, v, cu = packed([4], heads=4, kv_heads=2, dim=16, dtype=torch.bfloat16)
+    q, k, v, cu = packed([4], heads=4, kv_heads=2, dim=32, dtype=torch.bfloat16)
     kernels.attention_fused(q, k, v, cu, cu, 4, attention.TRITON_MAX_KEYS, True)
     kernels.attention_fused(q, k, v, cu, cu, 4, attention.TRITON_MAX_KEYS + 1, True)
     q3 = torch.zeros(4, 4, 24, dtype=torch.bfloat16)  # head size not a power of two
@@ -88,8 +88,8 @@ def test_triton_kernel_is_chosen_up_to_its_longest_keys_only(monkeypatch):
     assert used[-1] is q
     # raw queries (a QueryRope) are normed and rotated first where the kernel is not used
     monkeypatch.setattr(kernels, "norm_rope_triton", kernels.norm_rope_torch)  # no GPU here
-    table = torch.randn(8, 16, dtype=torch.bfloat16)
-    rope = attention.QueryRope(torch.rand(16, dtype=torch.bfloat16) + 0.5, 1e-6, table,
+    table = torch.randn(8, 32, dtype=torch.bfloat16)
+    rope = attention.QueryRope(torch.rand(32, dtype=torch.bfloat16) + 0.5, 1e-6, table,
                                table.flip(0), torch.arange(4))  # fmt: skip
     kernels.attention_fused(q, k, v, cu, cu, 4, 4, True, rope)
     want = kernels.norm_rope_torch(q, (rope.weight,) * 2, 4, 1e-6, table, table.flip(0),
@@ -132,10 +132,10 @@ from test_attention import packed
 from bridge.model import attention
 cases = [
     # lengths, heads, kv heads, head size
-    ([16] + [0] * 5, 8, 2, 16),          # one short query, a bucket's empty slots
+    ([16] + [0] * 5, 8, 2, 32),          # one short query, a bucket's empty slots
     ([7, 2, 70, 0, 130], 8, 2, 32),      # more than one block of keys, an empty one
-    ([130, 1, 5, 33], 10, 2, 16),        # 5 heads a group: not a power of two
-    ([3, 64, 65], 4, 4, 16),             # no grouping
+    ([130, 1, 5, 33], 10, 2, 32),        # 5 heads a group: not a power of two
+    ([3, 64, 65], 4, 4, 32),             # no grouping
 ]
 worst = 0.0
 for lengths, heads, kv_heads, dim in cases:
