@@ -34,7 +34,6 @@ from bridge.model.launch import (
     launch_options,
     silu_mul_rounded,
     sm_count,
-    use_libdevice,
     wait_for_inputs,
 )
 
@@ -185,7 +184,6 @@ def _triton_small_gemm():
         BLOCK_K: tl.constexpr,
         X_FP8: tl.constexpr,
         PAIRED: tl.constexpr,
-        LIBDEVICE: tl.constexpr,
         DEPENDENT: tl.constexpr,
     ):
         wait_for_inputs(DEPENDENT)
@@ -221,7 +219,7 @@ def _triton_small_gemm():
             up = acc_up * tl.load(ws_ptr + cols + n, mask=n < cols, other=0.0)[None, :]
             if X_FP8:
                 up *= x_scale
-            out = silu_mul_rounded(out, up, dt, LIBDEVICE)
+            out = silu_mul_rounded(out, up, dt)
         out_ptrs = out_ptr + split * rows * cols + m[:, None] * cols + n[None, :]
         tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=m_in & n_in)
 
@@ -278,7 +276,6 @@ def _triton_small_gemm():
             BLOCK_K=block_k,
             X_FP8=x_scale is not None,
             PAIRED=paired,
-            LIBDEVICE=use_libdevice(),
             num_warps=warps,
             num_stages=stages,
             **launch_options(xq.device),

@@ -32,7 +32,6 @@ from bridge.model.launch import (
     launch_options,
     silu_mul_rounded,
     sm_count,
-    use_libdevice,
     wait_for_inputs,
 )
 
@@ -123,7 +122,7 @@ def gate_up_silu(
         TensorDescriptor.from_tensor(out, [block_m, block_n]),
         rows, cols, depth, programs,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m,
-        WIDEN=interpreting(), LIBDEVICE=use_libdevice(), SPECIALIZE=warp_specialize,
+        WIDEN=interpreting(), SPECIALIZE=warp_specialize,
         num_warps=warps, num_stages=stages, **launch_options(x.device),
     )  # fmt: skip
     return out
@@ -136,7 +135,7 @@ if triton is not None:
     def _gate_up_silu_kernel(
         x_desc, w_desc, out_desc, rows, cols, depth, programs,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-        GROUP_M: tl.constexpr, WIDEN: tl.constexpr, LIBDEVICE: tl.constexpr,
+        GROUP_M: tl.constexpr, WIDEN: tl.constexpr,
         SPECIALIZE: tl.constexpr, DEPENDENT: tl.constexpr,
     ):  # fmt: skip
         wait_for_inputs(DEPENDENT)
@@ -165,4 +164,4 @@ if triton is not None:
             # each thread holds a gate column next to its up column: the split moves nothing
             gate, up = acc.reshape(BLOCK_M, BLOCK_N, 2).split()
             dt = out_desc.dtype
-            out_desc.store([at_m, at_n], silu_mul_rounded(gate, up, dt, LIBDEVICE).to(dt))
+            out_desc.store([at_m, at_n], silu_mul_rounded(gate, up, dt).to(dt))

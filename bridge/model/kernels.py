@@ -34,7 +34,6 @@ from bridge.model.launch import (
     launch_options,
     norm_rope_halves,
     silu_mul_rounded,
-    use_libdevice,
     wait_for_inputs,
 )
 
@@ -205,7 +204,6 @@ if triton is not None:
         n_cols,
         BLOCK: tl.constexpr,
         PAIRS: tl.constexpr,
-        LIBDEVICE: tl.constexpr,
         DEPENDENT: tl.constexpr,
     ):
         wait_for_inputs(DEPENDENT)
@@ -219,9 +217,7 @@ if triton is not None:
         gate = tl.load(gu_ptr + row * 2 * n_cols + gate_at, mask=keep, other=0.0)
         up = tl.load(gu_ptr + row * 2 * n_cols + up_at, mask=keep, other=0.0)
         dt = out_ptr.dtype.element_ty
-        tl.store(
-            out_ptr + row * n_cols + cols, silu_mul_rounded(gate, up, dt, LIBDEVICE).to(dt), keep
-        )
+        tl.store(out_ptr + row * n_cols + cols, silu_mul_rounded(gate, up, dt).to(dt), keep)
 
 
 NORM_ROPE_HEADS = 8  # heads per program: 40 q+k heads of Qwen3-4B are 5 blocks, no padding
@@ -302,7 +298,7 @@ def silu_mul_triton(gate_up: torch.Tensor, pairs: bool = False) -> torch.Tensor:
     out = torch.empty((flat.shape[0], n), dtype=gate_up.dtype, device=gate_up.device)
     block = 1024
     _silu_mul[(flat.shape[0], triton.cdiv(n, block))](
-        flat, out, n, BLOCK=block, PAIRS=pairs, LIBDEVICE=use_libdevice(),
+        flat, out, n, BLOCK=block, PAIRS=pairs,
         **launch_options(flat.device),
     )  # fmt: skip
     return out.view(*gate_up.shape[:-1], n)
