@@ -18,7 +18,11 @@ Three implementations of one definition:
 
 Qwen3 norms and rotates each query head before attention (``QueryRope``); our kernel
 does that as it loads the raw q heads from the q/k/v GEMM's output, so they are not
-written and read again (``kernels.py`` runs ``norm_rope`` first for the other two).
+written and read again (``kernels.py`` runs ``norm_rope`` first for the other two). It
+holds each query row as its two halves, the pairs rotary mixes, and makes the scores
+as two products over half the head each: on an H100, sixteen 512-token texts' q/k norm,
+rotary and attention take 189.5 µs a layer (with ``norm_rope`` on all heads first:
+197.9; inside, on whole rows with each partner half loaded again: 215.7).
 """
 
 from __future__ import annotations
