@@ -98,6 +98,13 @@ def silu_mul_torch(gate_up: torch.Tensor, pairs: bool = False) -> torch.Tensor:
     return torch.nn.functional.silu(gate) * up
 
 
+def silu_mul_fp8_torch(gate_up: torch.Tensor) -> Fp8Rows:
+    """``silu_mul`` (gate then up) quantized per token for an FP8 GEMM, as it would
+    quantize the 16-bit rows itself."""
+    act = silu_mul_torch(gate_up)
+    return Fp8Rows(*quantize_rows_reference(act.reshape(-1, act.shape[-1])))
+
+
 def add_rms_norm_fp8_torch(
     x: torch.Tensor | Partials, residual: torch.Tensor, weight: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, Fp8Rows]:
@@ -219,6 +226,21 @@ if triton is not None:
         dt = out_ptr.dtype.element_ty
         tl.store(out_ptr + row * n_cols + cols, silu_mul_rounded(gate, up, dt).to(dt), keep)
 
+    @triton.jit
+    def _silu_mul_fp8(
+        gu_ptr, q_ptr, s_ptr, n_cols, fp8_max, min_scale, BLOCK: tl.constexpr,
+        DEPENDENT: tl.constexpr,
+    ):  # fmt: skip
+        wait_for_inputs(DEPENDENT)
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        keep = cols < n_cols
+        gate = tl.load(gu_ptr + row * 2 * n_cols + cols, mask=keep, other=0.0)
+        up = tl.load(gu_ptr + row * 2 * n_cols + n_cols + cols, mask=keep, other=0.0)
+        dt = gu_ptr.dtype.element_ty
+        y = silu_mul_rounded(gate, up, dt).to(dt).to(tl.float32)  # the 16-bit product
+        _quantize_row(y, cols, keep, q_ptr, s_ptr, row, n_cols, fp8_max, min_scale)
+
 
 NORM_ROPE_HEADS = 8  # heads per program: 40 q+k heads of Qwen3-4B are 5 blocks, no padding
 
@@ -304,6 +326,23 @@ def silu_mul_triton(gate_up: torch.Tensor, pairs: bool = False) -> torch.Tensor:
     return out.view(*gate_up.shape[:-1], n)
 
 
+def silu_mul_fp8_triton(gate_up: torch.Tensor) -> Fp8Rows:
+    """One kernel: each row's ``silu(gate) * up`` rounded to 16 bits, then quantized
+    with its own scale (``fp8.quantize_rows``); the 16-bit product is never stored."""
+    n = gate_up.shape[-1] // 2
+    flat = gate_up.contiguous().view(-1, 2 * n)
+    rows = flat.shape[0]
+    q = torch.empty((rows, n), dtype=FP8, device=flat.device)
+    scale = torch.empty((rows, 1), dtype=torch.float32, device=flat.device)
+    block = triton.next_power_of_2(n)
+    _silu_mul_fp8[(rows,)](
+        flat, q, scale, n, FP8_MAX, MIN_SCALE, BLOCK=block,
+        num_warps=4 if block <= 2048 else 8 if block <= 8192 else 16,
+        **launch_options(flat.device),
+    )  # fmt: skip
+    return Fp8Rows(q, scale)
+
+
 def _roped(norm_rope: Callable[..., torch.Tensor], q: torch.Tensor, rope: QueryRope | None):
     """Raw query heads ``q`` normed and rotated by ``norm_rope`` as ``rope`` says."""
     if rope is None:
@@ -339,8 +378,10 @@ class Ops:
     add_rms_norm: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     norm_rope: Callable[..., torch.Tensor]
     silu_mul: Callable[..., torch.Tensor]  # (gate_up, pairs=False): see silu_mul_torch
-    # add_rms_norm with its normed output quantized for an FP8 GEMM (--quantize fp8)
+    # add_rms_norm and silu_mul (gate then up) with their outputs quantized per token for
+    # an FP8 GEMM (--quantize fp8)
     add_rms_norm_fp8: Callable[..., tuple[torch.Tensor, Fp8Rows]]
+    silu_mul_fp8: Callable[[torch.Tensor], Fp8Rows]
     # attention over packed sequences (bridge/model/attention.py), its queries raw when
     # given a QueryRope: (q, k, v, cu_q, cu_k, max_q, max_k, causal, rope=None)
     attention: Callable[..., torch.Tensor]
@@ -350,11 +391,11 @@ class Ops:
 
 TORCH_OPS = Ops(
     "torch", rms_norm_torch, add_rms_norm_torch, norm_rope_torch, silu_mul_torch,
-    add_rms_norm_fp8_torch, attention_torch,
+    add_rms_norm_fp8_torch, silu_mul_fp8_torch, attention_torch,
 )  # fmt: skip
 TRITON_OPS = Ops(
     "triton", rms_norm_triton, add_rms_norm_triton, norm_rope_triton, silu_mul_triton,
-    add_rms_norm_fp8_triton, attention_fused, in_gemms=True,
+    add_rms_norm_fp8_triton, silu_mul_fp8_triton, attention_fused, in_gemms=True,
 )  # fmt: skip
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from bridge.model import gate_up as gate_up_gemm
 from bridge.model.attention import QueryRope
 from bridge.model.errors import Unsupported
-from bridge.model.fp8 import Fp8Rows, Fp8Weight, linear
+from bridge.model.fp8 import SMALL_ROWS, Fp8Rows, Fp8Weight, linear
 from bridge.model.kernels import Ops
 
 
@@ -183,7 +183,7 @@ class PackedQwen3:
             v = qkv[:, nq + nk :].view(-1, self.kv_heads, d)
             out = ops.attention(q, k, v, cu_q, b.cu_seqlens, max_q, b.max_len, causal, rope)
             h, x = self._add_norm(out.view(-1, nq), layer.o, h, layer.norm_post, layer.gate_up)
-            act = self._activation(x, layer.gate_up)
+            act = self._activation(x, layer.gate_up, layer.down)
             if i + 1 < len(self.layers):
                 following = self.layers[i + 1]
                 h, x = self._add_norm(act, layer.down, h, following.norm_in, following.qkv)
@@ -191,10 +191,16 @@ class PackedQwen3:
                 h, x = self._add_norm(act, layer.down, h, self.final_norm, None)
         return x.float()  # type: ignore[union-attr]
 
-    def _activation(self, x: torch.Tensor | Fp8Rows, gate_up: torch.Tensor | Fp8Weight):
-        """The MLP's ``silu(gate) * up``: one kernel where a GEMM takes SiLU·mul in its
-        epilogue (FP8 with few rows: fp8.py; 16-bit with many rows on Hopper:
-        gate_up.py), else the GEMM and then SiLU·mul."""
+    def _activation(
+        self,
+        x: torch.Tensor | Fp8Rows,
+        gate_up: torch.Tensor | Fp8Weight,
+        down: torch.Tensor | Fp8Weight,
+    ) -> torch.Tensor | Fp8Rows:
+        """The MLP's ``silu(gate) * up``, the ``down`` GEMM's input: one kernel where a GEMM
+        takes SiLU·mul in its epilogue (FP8 with few rows: fp8.py; 16-bit with many rows
+        on Hopper: gate_up.py), else the GEMM and then SiLU·mul, which quantizes its rows
+        where an FP8 ``down`` would (more rows than its few-row kernel takes)."""
         if self.ops.in_gemms and isinstance(gate_up, Fp8Weight):
             act = gate_up.silu_mul(x)
             if act is not None:
@@ -206,7 +212,10 @@ class PackedQwen3:
             and gate_up_gemm.supported(x, gate_up)
         ):
             return gate_up_gemm.gate_up_silu(x, gate_up)
-        return self.ops.silu_mul(linear(x, gate_up), pairs=isinstance(gate_up, torch.Tensor))
+        product = linear(x, gate_up)
+        if isinstance(down, Fp8Weight) and product.shape[0] > SMALL_ROWS:
+            return self.ops.silu_mul_fp8(product)
+        return self.ops.silu_mul(product, pairs=isinstance(gate_up, torch.Tensor))
 
     def _add_norm(
         self,

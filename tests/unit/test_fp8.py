@@ -143,12 +143,13 @@ def test_serve_refuses_fp8_on_cpu_before_loading(monkeypatch):
 
 @pytest.mark.skipif(triton is None, reason="Triton is not installed with this torch")
 def test_fused_quantizing_norm_equals_the_kernels_it_fuses():
-    """Residual add + RMSNorm with FP8 output (Triton, CPU interpreter) writes exactly what
-    the unfused kernel followed by the separate quantize kernel writes, scales included."""
+    """Residual add + RMSNorm and SiLU·mul with FP8 output (Triton, CPU interpreter) write
+    exactly what the unfused kernel followed by the separate quantize kernel writes,
+    scales included."""
     script = """
 import torch
 from bridge.model import fp8
-from bridge.model.kernels import TRITON_OPS as ops
+from bridge.model.kernels import TORCH_OPS, TRITON_OPS as ops
 torch.manual_seed(0)
 quantize = fp8._triton_quantize_rows()
 x, r, w = torch.randn(5, 96), torch.randn(5, 96), torch.rand(96) + 0.5
@@ -171,6 +172,16 @@ for fn in (ops.add_rms_norm, ops.add_rms_norm_fp8):
     if isinstance(o1, fp8.Fp8Rows):
         o1, o2 = o1.q.float(), o2.q.float()
     assert torch.equal(o1, o2), fn
+# SiLU·mul with FP8 output: the SiLU·mul kernel, then the quantize kernel, in one
+product = torch.randn(6, 2 * 1100, dtype=torch.float16) * 3
+product[1] *= 400
+product[3] = 0  # a zero row: the minimum scale, zeros
+fused = ops.silu_mul_fp8(product)
+q, s = quantize(ops.silu_mul(product))
+assert fused.q.shape == (6, 1100) and torch.equal(fused.scale, s), "silu_mul scales"
+assert torch.equal(fused.q.float(), q.float()), "silu_mul"
+ref = TORCH_OPS.silu_mul_fp8(product)  # the torch ops' form: as close as the kernels are
+assert torch.allclose(ref.scale, s, rtol=2**-10)
 print("ok")
 """
     env = {**os.environ, "TRITON_INTERPRET": "1"}

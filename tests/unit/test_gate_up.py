@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bridge.model import gate_up, launch
-from bridge.model.fp8 import Fp8Weight
+from bridge.model.fp8 import SMALL_ROWS, Fp8Rows, Fp8Weight
 from bridge.model.packed import PackedQwen3
 
 KERNEL_CHECK = """
@@ -98,17 +98,21 @@ def test_the_packed_forward_fuses_only_many_rows_with_fused_steps(monkeypatch):
 
     monkeypatch.setattr(gate_up, "supported", lambda x, w: True)
     monkeypatch.setattr(gate_up, "gate_up_silu", lambda x, w: "fused")
-    w = torch.randn(8, 4)
+    w, down = torch.randn(8, 4), torch.randn(4, 4)
     many, few = torch.randn(gate_up.MIN_ROWS, 4), torch.randn(gate_up.MIN_ROWS - 1, 4)
     fusing = SimpleNamespace(ops=dataclasses.replace(TORCH_OPS, in_gemms=True))
     plain = SimpleNamespace(ops=TORCH_OPS)
-    assert PackedQwen3._activation(fusing, many, w) == "fused"
-    unfused = PackedQwen3._activation(fusing, few, w)
+    assert PackedQwen3._activation(fusing, many, w, down) == "fused"
+    unfused = PackedQwen3._activation(fusing, few, w, down)
     torch.testing.assert_close(unfused, TORCH_OPS.silu_mul(few @ w.T, pairs=True))
-    assert PackedQwen3._activation(plain, many, w).shape == (gate_up.MIN_ROWS, 4)
-    # FP8 weights never reach it, also where their own fused path declines
-    fp8_weight = Fp8Weight.of(torch.randn(8, 16))
+    assert PackedQwen3._activation(plain, many, w, down).shape == (gate_up.MIN_ROWS, 4)
+    # FP8 weights never reach it, also where their own fused path declines; past the rows
+    # of the few-row kernel, SiLU·mul quantizes its output for the FP8 down GEMM
+    fp8_weight, fp8_down = Fp8Weight.of(torch.randn(8, 16)), Fp8Weight.of(torch.randn(16, 4))
     monkeypatch.setattr(Fp8Weight, "silu_mul", lambda self, x: None)
     monkeypatch.setattr("bridge.model.packed.linear", lambda x, weight: torch.ones(x.shape[0], 8))
-    act = PackedQwen3._activation(fusing, many, fp8_weight)
-    torch.testing.assert_close(act, TORCH_OPS.silu_mul(torch.ones(gate_up.MIN_ROWS, 8)))
+    act = PackedQwen3._activation(fusing, many, fp8_weight, fp8_down)
+    want = TORCH_OPS.silu_mul_fp8(torch.ones(gate_up.MIN_ROWS, 8))
+    assert isinstance(act, Fp8Rows) and torch.equal(act.q.float(), want.q.float())
+    few_rows = PackedQwen3._activation(fusing, many[:SMALL_ROWS], fp8_weight, fp8_down)
+    torch.testing.assert_close(few_rows, TORCH_OPS.silu_mul(torch.ones(SMALL_ROWS, 8)))
