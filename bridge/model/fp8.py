@@ -32,6 +32,7 @@ from bridge.model.errors import DeviceError
 from bridge.model.gate_up import unpair_rows
 from bridge.model.launch import (
     launch_options,
+    row_warps,
     silu_mul_rounded,
     sm_count,
     wait_for_inputs,
@@ -110,9 +111,9 @@ def _triton_quantize_rows():
         scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
         if rows:
             block = triton.next_power_of_2(cols)
-            warps = 4 if block <= 2048 else 8 if block <= 8192 else 16
             kernel[(rows,)](
-                x, q, scale, cols, x.stride(0), FP8_MAX, MIN_SCALE, BLOCK=block, num_warps=warps,
+                x, q, scale, cols, x.stride(0), FP8_MAX, MIN_SCALE, BLOCK=block,
+                num_warps=row_warps(block),
                 **launch_options(x.device),
             )  # fmt: skip
         return q, scale

@@ -33,6 +33,7 @@ from bridge.model.fp8 import (
 from bridge.model.launch import (
     launch_options,
     norm_rope_halves,
+    row_warps,
     silu_mul_rounded,
     wait_for_inputs,
 )
@@ -337,7 +338,7 @@ def silu_mul_fp8_triton(gate_up: torch.Tensor) -> Fp8Rows:
     block = triton.next_power_of_2(n)
     _silu_mul_fp8[(rows,)](
         flat, q, scale, n, FP8_MAX, MIN_SCALE, BLOCK=block,
-        num_warps=4 if block <= 2048 else 8 if block <= 8192 else 16,
+        num_warps=row_warps(block),
         **launch_options(flat.device),
     )  # fmt: skip
     return Fp8Rows(q, scale)

@@ -69,6 +69,12 @@ def sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def row_warps(block: int) -> int:
+    """Warps for a program that takes one row of ``block`` elements (a norm, a
+    quantization): 4 up to 2,048, 8 up to 8,192, else 16."""
+    return 4 if block <= 2048 else 8 if block <= 8192 else 16
+
+
 @functools.cache
 def _dependent_launch(device: torch.device) -> bool:
     # BRIDGE_DEPENDENT_LAUNCH=0: the way out, should a driver refuse it
