@@ -230,15 +230,13 @@ class PackedQwen3:
         With 16-bit weights and our kernels the sum is the GEMM's own epilogue (cuBLAS
         adds ``residual`` in place, rounding once), so the norm reads one tensor, not two;
         an FP8 GEMM's output (or its split-K partials) is added as the norm loads it."""
-        if isinstance(consumer, Fp8Weight) or not (
-            self.ops.in_gemms and isinstance(weight, torch.Tensor)
-        ):
+        if isinstance(consumer, Fp8Weight):
             y = linear(x, weight, keep_parts=True)
-            if isinstance(consumer, Fp8Weight):
-                return self.ops.add_rms_norm_fp8(y, residual, norm, self.eps)
-            return self.ops.add_rms_norm(y, residual, norm, self.eps)
-        residual.addmm_(x, weight.t())  # type: ignore[arg-type]
-        return residual, self.ops.rms_norm(residual, norm, self.eps)
+            return self.ops.add_rms_norm_fp8(y, residual, norm, self.eps)
+        if self.ops.in_gemms and isinstance(weight, torch.Tensor):
+            residual.addmm_(x, weight.t())  # type: ignore[arg-type]
+            return residual, self.ops.rms_norm(residual, norm, self.eps)
+        return self.ops.add_rms_norm(linear(x, weight, keep_parts=True), residual, norm, self.eps)
 
 
 def check_device(weight: torch.Tensor) -> None:
