@@ -65,7 +65,7 @@ def replay_gpu_ms(embedder, batch: list[list[int]], n: int) -> dict:
     key = graphs.bucket_for(sum(map(len, batch)), max(map(len, batch)), len(batch))
     g = graphs.graphs[key]
     with torch.cuda.device(embedder.device):
-        pack(batch, embedder.pad_id, key[0], SLOTS).copy_into(g.inputs)
+        pack(batch, embedder.pad_id, key[0], SLOTS).copy_into(g.inputs, g.staging)
         times = []
         for i in range(n + 10):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

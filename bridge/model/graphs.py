@@ -47,6 +47,7 @@ def buckets(max_tokens: int = DEFAULT_MAX_TOKENS) -> list[tuple[int, int]]:
 class _Graph:
     graph: torch.cuda.CUDAGraph
     inputs: PackedBatch
+    staging: PackedBatch  # pinned host memory a batch goes through, one copy to ``inputs``
     pooled: torch.Tensor
 
 
@@ -94,7 +95,7 @@ class GraphCache:
             torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"),
         ):
             pooled = self.forward(static)
-        return _Graph(graph, static, pooled)
+        return _Graph(graph, static, static.staging(), pooled)
 
     def bucket_for(self, tokens: int, longest: int, sequences: int) -> tuple[int, int] | None:
         if sequences > SLOTS:
@@ -112,6 +113,7 @@ class GraphCache:
             return None
         g = self.graphs[key]
         with torch.cuda.device(self.device):
-            pack(batch, self.pad_id, key[0], SLOTS).copy_into(g.inputs)
+            # the staging memory is free again: the last run waited for its rows
+            pack(batch, self.pad_id, key[0], SLOTS).copy_into(g.inputs, g.staging)
             g.graph.replay()
             return g.pooled[: len(batch)].cpu().numpy()

@@ -18,6 +18,7 @@ and the model's own weights become views of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import torch
@@ -32,29 +33,60 @@ from bridge.model.kernels import Ops
 
 @dataclass
 class PackedBatch:
-    """A batch as flat token arrays (on the CPU until moved)."""
+    """A batch as flat token arrays (on the CPU until moved). On a GPU the four arrays are
+    views of one byte buffer (``flat``), so that one copy moves them."""
 
     ids: torch.Tensor  # (tokens,) int64
     positions: torch.Tensor  # (tokens,) int64, from 0 in each sequence
     cu_seqlens: torch.Tensor  # (sequences + 1,) int32, each sequence's start, then the end
     last: torch.Tensor  # (sequences,) int64, index of each sequence's last token
     max_len: int
+    flat: torch.Tensor | None = None  # the bytes the four are views of (None: separate)
 
     @property
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """ids, positions, cu_seqlens, last: what a device copy moves."""
         return self.ids, self.positions, self.cu_seqlens, self.last
 
+    def _staged(self, **where) -> PackedBatch:
+        """A batch of this one's shapes over one new byte buffer (int64 arrays first, so
+        every view is aligned; the four cover it), not filled; ``where``: ``torch.empty``'s
+        placement."""
+        sizes = [t.numel() * t.element_size() for t in self.tensors]
+        order = (0, 1, 3, 2)  # ids, positions, last, then the int32 cu_seqlens
+        flat = torch.empty(sum(sizes), dtype=torch.uint8, **where)
+        views: list[torch.Tensor | None] = [None] * 4
+        at = 0
+        for i in order:
+            views[i] = flat[at : at + sizes[i]].view(self.tensors[i].dtype)
+            at += sizes[i]
+        return PackedBatch(*views, self.max_len, flat)  # type: ignore[arg-type]
+
+    def staging(self) -> PackedBatch:
+        """Pinned host memory laid out as ``to`` lays the device copy out."""
+        return self._staged(pin_memory=True)
+
     def to(self, device: torch.device) -> PackedBatch:
+        """The batch on ``device``: one buffer, filled by one host-to-device copy."""
         if device.type != "cuda":
             return self
-        moved = (t.pin_memory().to(device, non_blocking=True) for t in self.tensors)
-        return PackedBatch(*moved, self.max_len)
+        host = self.staging()
+        self.copy_into(host)
+        moved = self._staged(device=device)
+        moved.flat.copy_(host.flat, non_blocking=True)  # type: ignore[union-attr]
+        return moved
 
-    def copy_into(self, static: PackedBatch) -> None:
-        """Write this batch's tensors into ``static``'s (a captured graph's inputs)."""
-        for target, value in zip(static.tensors, self.tensors, strict=True):
-            target.copy_(value.pin_memory(), non_blocking=True)
+    def copy_into(self, static: PackedBatch, staging: PackedBatch | None = None) -> None:
+        """Write this batch's arrays into ``static``'s (a captured graph's inputs, same
+        shapes): on the host directly; to a GPU through ``staging`` (``static.staging()``,
+        kept by the caller, who waits for the copy before writing it again) in one copy."""
+        if staging is None:
+            for target, value in zip(static.tensors, self.tensors, strict=True):
+                target.copy_(value)
+            return
+        for target, value in zip(staging.tensors, self.tensors, strict=True):
+            target.copy_(value)
+        static.flat.copy_(staging.flat, non_blocking=True)  # type: ignore[union-attr]
 
 
 def pack(
@@ -69,7 +101,7 @@ def pack(
     if tokens is not None:
         lengths += [total - real] + [0] * ((slots or len(batch)) - len(batch))
     ids = np.full(total, pad_id, dtype=np.int64)
-    ids[:real] = np.fromiter((t for s in batch for t in s), dtype=np.int64, count=real)
+    ids[:real] = np.fromiter(chain.from_iterable(batch), dtype=np.int64, count=real)
     sizes = np.asarray(lengths, dtype=np.int64)
     starts = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=starts[1:])

@@ -40,6 +40,23 @@ def test_pack_into_a_bucket_adds_a_filler_and_empty_slots():
     assert b.last.tolist() == [2, 3, 7, 7, 7]
 
 
+def test_a_batch_goes_through_one_buffer_of_views():
+    """What a GPU copy moves: one byte buffer whose views are the four arrays (the
+    int64 ones first, each view aligned), filled from a batch of the same bucket."""
+    static = pack([], pad_id=0, tokens=8, slots=4)
+    flat = static._staged()  # as ``to`` and ``staging`` lay it out, here in CPU memory
+    assert flat.flat.numel() == sum(t.numel() * t.element_size() for t in static.tensors)
+    for view, like in zip(flat.tensors, static.tensors, strict=True):
+        assert view.dtype == like.dtype and view.shape == like.shape
+        assert view.untyped_storage().data_ptr() == flat.flat.untyped_storage().data_ptr()
+        assert view.data_ptr() % view.element_size() == 0
+    batch = pack([[5, 6, 7], [8]], pad_id=0, tokens=8, slots=4)
+    batch.copy_into(flat)
+    for view, value in zip(flat.tensors, batch.tensors, strict=True):
+        assert torch.equal(view, value)
+    assert flat.flat.numel() == 8 * 8 * 2 + 5 * 8 + 6 * 4  # no gap: every byte is written
+
+
 def load_model(path: Path) -> torch.nn.Module:
     model = AutoModel.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
     generator = torch.Generator().manual_seed(3)
